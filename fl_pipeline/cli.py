@@ -1,0 +1,164 @@
+"""`fedkb`: the one command-line front door to FedKB.
+
+Only this module parses arguments. Every subcommand imports its heavy
+dependencies lazily, so `fedkb --help`, `fedkb predict` and `fedkb app` never
+load TensorFlow. Expected failures (bad input files, missing artifacts) are
+`FedKBError`s: one line on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import warnings
+from pathlib import Path
+
+from datasets.errors import FedKBError
+
+DEFAULT_DATA_DIR = Path("runs/data")
+DEFAULT_RUN_DIR = Path("runs/train")
+DEFAULT_MODEL_DIR = Path("runs/model")
+
+
+def quiet_native_logs(verbose: bool) -> None:
+    """Silences TensorFlow/TFF/gRPC C++ logging unless --verbose (before TF is imported)."""
+    os.environ.setdefault("KIVY_NO_ARGS", "1")
+    if verbose:
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    os.environ.setdefault("GLOG_minloglevel", "3")
+    os.environ.setdefault("KIVY_LOG_MODE", "PYTHON")
+    warnings.filterwarnings("ignore")
+    logging.getLogger("absl").setLevel(logging.ERROR)
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fedkb",
+        description="Federated next-word keyboard: prepare text, train with TFF, export to "
+        "TFLite, and type with it in a Kivy app.",
+    )
+    parser.add_argument("--verbose", action="store_true", help="show TensorFlow/TFF native logs")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    data = commands.add_parser("data", help="prepare a corpus as federated clients, or show its stats")
+    data_commands = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    prepare = data_commands.add_parser("prepare", help="read a corpus and write the client store")
+    prepare.add_argument("--corpus", default="fortunes",
+                         help="'fortunes' (built in), a .jsonl/.csv file, a directory, a TFF .sqlite "
+                         "client-data file, or 'stackoverflow' (default: fortunes)")
+    prepare.add_argument("--out", type=Path, default=DEFAULT_DATA_DIR, help="output directory")
+    prepare.add_argument("--vocab-size", type=positive_int, default=10_000)
+    prepare.add_argument("--vocab-from-data", action="store_true",
+                         help="build the vocabulary from the training clients instead of wordfreq")
+    prepare.add_argument("--include-offensive", action="store_true",
+                         help="also read the offensive fortune files (names ending in -o)")
+    prepare.add_argument("--heldout-fraction", type=fraction, default=0.1)
+    prepare.add_argument("--past-fraction", type=fraction, default=0.8)
+    prepare.add_argument("--seq-len", type=positive_int, default=20, help="tokens of context T")
+    prepare.add_argument("--max-clients", type=positive_int, default=None,
+                         help="keep only this many clients (chosen by the seed)")
+    prepare.add_argument("--skip-bad-lines", action="store_true",
+                         help="warn about and count bad lines instead of stopping")
+    prepare.add_argument("--seed", type=int, default=0)
+    stats = data_commands.add_parser("stats", help="print clients, texts, tokens and size quantiles")
+    stats.add_argument("data_dir", type=Path, nargs="?", default=DEFAULT_DATA_DIR)
+
+    train = commands.add_parser("train", help="train the next-word model with federated averaging")
+    train.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR, help="prepared data directory")
+    train.add_argument("--out", type=Path, default=DEFAULT_RUN_DIR, help="run directory to create")
+    train.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
+                       help="continue an interrupted run from its last checkpoint")
+    train.add_argument("--rounds", type=positive_int, default=None)
+    train.add_argument("--clients-per-round", type=positive_int, default=None)
+    train.add_argument("--local-epochs", type=positive_int, default=None)
+    train.add_argument("--batch-size", type=positive_int, default=None)
+    train.add_argument("--max-examples-per-client", type=positive_int, default=None)
+    train.add_argument("--client-lr", type=float, default=None)
+    train.add_argument("--server-optimizer", choices=["sgd", "momentum", "adam", "yogi"], default=None)
+    train.add_argument("--server-lr", type=float, default=None)
+    train.add_argument("--eval-every", type=positive_int, default=None, help="evaluate every K rounds")
+    train.add_argument("--eval-clients", type=positive_int, default=None,
+                       help="held-out clients per evaluation")
+    train.add_argument("--checkpoint-every", type=positive_int, default=None)
+    train.add_argument("--embedding-dim", type=positive_int, default=None)
+    train.add_argument("--lstm-units", type=positive_int, default=None)
+    train.add_argument("--dp-noise-multiplier", type=float, default=None,
+                       help="train with differential privacy (tff.learning.dp_aggregator)")
+    train.add_argument("--secure-agg", action="store_true", help="tff.learning.secure_aggregator")
+    train.add_argument("--compress", action="store_true", help="tff.learning.compression_aggregator")
+    train.add_argument("--workers", default=None, metavar="HOST:PORT,...",
+                       help="run rounds on remote TFF workers started with `fedkb worker`")
+    train.add_argument("--seed", type=int, default=None)
+
+    evaluate = commands.add_parser("eval", help="compare the run with centralized, local-only and n-gram")
+    evaluate.add_argument("run_dir", type=Path, nargs="?", default=DEFAULT_RUN_DIR)
+
+    export = commands.add_parser("export", help="export a run to a TFLite model directory")
+    export.add_argument("run_dir", type=Path, nargs="?", default=DEFAULT_RUN_DIR)
+    export.add_argument("--out", type=Path, default=DEFAULT_MODEL_DIR, help="model directory")
+    export.add_argument("--float", dest="float32", action="store_true",
+                        help="keep float32 weights (default: dynamic-range quantized)")
+
+    predict = commands.add_parser("predict", help="print next-word suggestions for a text")
+    predict.add_argument("text", help="the text before the cursor")
+    predict.add_argument("--model", type=Path, default=DEFAULT_MODEL_DIR, help="model directory")
+    predict.add_argument("-k", type=positive_int, default=3, help="number of suggestions")
+
+    app = commands.add_parser("app", help="open the keyboard app")
+    app.add_argument("--model", type=Path, default=DEFAULT_MODEL_DIR, help="model directory")
+    app.add_argument("--user-dir", type=Path, default=None,
+                     help="private directory for opt-in learning (default: the app's user_data_dir)")
+
+    worker = commands.add_parser("worker", help="serve TFF computations for `fedkb train --workers`")
+    worker.add_argument("--port", type=positive_int, required=True)
+
+    bench = commands.add_parser("bench", help="measure quality, speed, size and communication")
+    size = bench.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="under 10 minutes on 2 cores (default)")
+    size.add_argument("--full", action="store_true", help="larger populations and more rounds")
+    bench.add_argument("--out", type=Path, default=Path("runs/bench"))
+
+    demo = commands.add_parser("demo", help="prepare, train, export and open the app")
+    demo.add_argument("--out", type=Path, default=Path("runs/demo"))
+    demo.add_argument("--no-app", action="store_true", help="stop after exporting the model")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    quiet_native_logs(args.verbose)
+    from fl_pipeline import commands
+
+    handler = getattr(commands, f"run_{args.command}")
+    try:
+        return handler(args) or 0
+    except FedKBError as e:
+        print(f"fedkb {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"fedkb {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""The next-word language model shared by training, baselines and export.
+
+Shaped like Gboard's production model (Hard et al., 2018): a word embedding,
+one LSTM, a projection back to the embedding size, and an output layer tied
+to the input embedding, so the 10k x 96 table is stored once. The default
+has about 1.36M parameters.
+
+    tokens [B, T] -> embedding [B, T, E] -> LSTM [B, T, U]
+                  -> projection [B, T, E] -> logits = p @ embedding^T + bias [B, T, V]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import tensorflow as tf
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    vocab_size: int = 10_000
+    seq_len: int = 20  # T: tokens of context the model reads
+    embedding_dim: int = 96  # E
+    lstm_units: int = 256  # U
+
+    def __post_init__(self):
+        for name, value in dataclasses.asdict(self).items():
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"ModelConfig.{name} must be a positive integer, got {value!r}")
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+class TiedOutput(tf.keras.layers.Layer):
+    """Logits from the transposed input embedding plus a per-word bias."""
+
+    def __init__(self, embedding: tf.keras.layers.Embedding, **kwargs):
+        super().__init__(**kwargs)
+        self.embedding = embedding
+
+    def build(self, input_shape):
+        vocab_size = self.embedding.input_dim
+        self.bias = self.add_weight(name="bias", shape=[vocab_size], initializer="zeros")
+
+    def call(self, projected):  # [B, T, E] -> [B, T, V]
+        return tf.matmul(projected, self.embedding.embeddings, transpose_b=True) + self.bias
+
+
+def build_model(config: ModelConfig, seed: int | None = None) -> tf.keras.Model:
+    """A fresh model; the same seed gives the same initial weights."""
+    init = lambda offset: tf.keras.initializers.GlorotUniform(  # noqa: E731
+        seed=None if seed is None else seed + offset
+    )
+    tokens = tf.keras.Input(shape=[config.seq_len], dtype=tf.int32, name="tokens")
+    embedding = tf.keras.layers.Embedding(
+        config.vocab_size,
+        config.embedding_dim,
+        embeddings_initializer=tf.keras.initializers.RandomUniform(
+            -0.05, 0.05, seed=None if seed is None else seed
+        ),
+        name="embedding",
+    )
+    x = embedding(tokens)
+    x = tf.keras.layers.LSTM(
+        config.lstm_units,
+        return_sequences=True,
+        kernel_initializer=init(1),
+        recurrent_initializer=tf.keras.initializers.Orthogonal(seed=None if seed is None else seed + 2),
+        name="lstm",
+    )(x)
+    x = tf.keras.layers.Dense(config.embedding_dim, kernel_initializer=init(3), name="projection")(x)
+    logits = TiedOutput(embedding, name="output")(x)
+    return tf.keras.Model(tokens, logits, name="next_word")
+
+
+def count_parameters(model: tf.keras.Model) -> int:
+    return int(sum(v.shape.num_elements() for v in model.weights))
