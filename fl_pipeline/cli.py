@@ -158,6 +158,23 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"fedkb {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        release_tff_default_context()
+
+
+def release_tff_default_context() -> None:
+    """Drops the local context TFF installs at import while Python is still whole.
+
+    Left to interpreter shutdown, its `__del__` runs after `subprocess` is torn
+    down and prints a traceback to stderr on every exit.
+    """
+    if "tensorflow_federated" not in sys.modules:
+        return
+    import tensorflow_federated as tff
+    from tensorflow_federated.python.core.impl.context_stack import runtime_error_context
+
+    tff.framework.get_context_stack().set_default_context(
+        runtime_error_context.RuntimeErrorContext())
 
 
 if __name__ == "__main__":

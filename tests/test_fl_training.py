@@ -1,0 +1,179 @@
+"""Federated training end to end with real TFF processes, on a tiny model."""
+
+from __future__ import annotations
+
+import csv
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import psutil
+import pytest
+
+from fl_helpers import FAST_TRAIN_FLAGS, fedkb, prepare_corpus
+
+
+def worker_processes_started_after(moment: float) -> list[psutil.Process]:
+    found = []
+    for process in psutil.process_iter(["name", "create_time", "cmdline"]):
+        cmdline = " ".join(process.info["cmdline"] or [])
+        if "worker_binary" in cmdline and process.info["create_time"] >= moment - 1:
+            found.append(process)
+    return found
+
+
+def rounds_in(path) -> list[int]:
+    with open(path, newline="") as f:
+        return [int(row["round"]) for row in csv.DictReader(f)]
+
+
+def final_weights(run_dir) -> list[np.ndarray]:
+    import h5py
+
+    with h5py.File(run_dir / "final_model.weights.h5") as f:
+        arrays = []
+        f.visititems(lambda name, item: arrays.append(item[()]) if hasattr(item, "shape") else None)
+        return arrays
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return prepare_corpus(tmp_path_factory.mktemp("fl"))
+
+
+@pytest.fixture(scope="module")
+def trained_run(data_dir, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("run") / "run"
+    started = time.time()
+    out = fedkb("train", "--data", data_dir, "--out", run_dir, "--rounds", "6", *FAST_TRAIN_FLAGS)
+    return run_dir, out, started
+
+
+def test_training_writes_a_complete_run_directory(trained_run):
+    run_dir, out, _ = trained_run
+    for name in ("config.json", "vocab.json", "metrics.csv", "eval_metrics.csv",
+                 "final_model.weights.h5", "summary.json"):
+        assert (run_dir / name).is_file(), name
+    assert list((run_dir / "tensorboard").rglob("events.out.tfevents*"))
+    assert (run_dir / "checkpoints" / "program_state_6").is_dir()
+    assert rounds_in(run_dir / "metrics.csv") == [1, 2, 3, 4, 5, 6]
+    assert rounds_in(run_dir / "eval_metrics.csv") == [2, 4, 6]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["rounds"] == 6 and summary["clients_per_round"] == 4
+    assert 4 <= summary["clients_seen"] <= summary["training_clients"]
+    assert summary["examples"] > 0 and summary["dp"] is None
+    assert summary["upload_bytes_per_client_per_round"] > 4 * summary["model_parameters"]
+    heldout = summary["final_metrics"]["heldout"]
+    assert 0 <= heldout["top1_accuracy"] <= heldout["top3_accuracy"] <= 1
+    assert "federated training" in out.stderr  # the progress bar
+    assert "held-out" in out.stdout and str(run_dir) in out.stdout
+
+
+def test_federated_averaging_lowers_held_out_loss(trained_run):
+    run_dir, _, _ = trained_run
+    with open(run_dir / "eval_metrics.csv", newline="") as f:
+        losses = [float(row["model_metrics/token_loss"]) for row in csv.DictReader(f)]
+    assert losses[-1] < losses[0] - 0.05
+
+
+def test_no_tff_worker_survives_a_training_run(trained_run):
+    _, _, started = trained_run
+    assert worker_processes_started_after(started) == []
+
+
+def test_eval_compares_four_models_on_the_same_held_out_texts(trained_run):
+    run_dir, _, _ = trained_run
+    out = fedkb("eval", run_dir)
+    report = json.loads((run_dir / "eval.json").read_text())
+    assert list(report["models"]) == ["federated", "centralized", "local-only", "n-gram"]
+    tokens = {row["tokens"] for row in report["models"].values()}
+    assert len(tokens) == 1 and tokens.pop() > 0  # same positions scored for every model
+    for name in report["models"]:
+        assert name in out.stdout
+
+
+def test_resume_after_kill_9_continues_and_ends_where_an_uninterrupted_run_does(data_dir, tmp_path):
+    flags = ["--data", data_dir, "--rounds", "14", *FAST_TRAIN_FLAGS]
+    uninterrupted = tmp_path / "whole"
+    fedkb("train", "--out", uninterrupted, *flags)
+
+    killed = tmp_path / "killed"
+    process = subprocess.Popen([sys.executable, "-m", "fl_pipeline.cli", "train", "--out",
+                                str(killed), *map(str, flags)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    marker = killed / "checkpoints" / "program_state_4" / "COMPLETE"
+    deadline = time.time() + 300
+    while not marker.exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert marker.exists()
+    assert not (killed / "summary.json").exists(), "the run finished before it could be killed"
+
+    out = fedkb("train", "--resume", killed)
+    assert rounds_in(killed / "metrics.csv") == list(range(1, 15))
+    for whole, resumed in zip(final_weights(uninterrupted), final_weights(killed)):
+        np.testing.assert_allclose(whole, resumed, atol=1e-6)
+    assert "trained 14 rounds" in out.stdout
+
+
+@pytest.mark.parametrize("option, check", [
+    (["--dp-noise-multiplier", "0.5"], lambda s: s["dp"]["epsilon"] > 0 and s["dp"]["delta"] < 1),
+    (["--secure-agg"], lambda s: s["secure_aggregation"]),
+    (["--compress"], lambda s: s["compression"]),
+])
+def test_privacy_and_communication_options_train_and_report(data_dir, tmp_path, option, check):
+    out = fedkb("train", "--data", data_dir, "--out", tmp_path / "run", "--rounds", "2",
+                *FAST_TRAIN_FLAGS, *option)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert check(summary)
+    assert rounds_in(tmp_path / "run" / "metrics.csv") == [1, 2]
+    if "--dp-noise-multiplier" in option:
+        assert "epsilon" in out.stdout
+    if "--compress" in option:
+        assert summary["upload_bytes_per_client_per_round"] < 4 * summary["model_parameters"]
+
+
+def test_two_loopback_workers_give_the_same_metrics_as_local_execution(data_dir, tmp_path):
+    import portpicker
+
+    from fl_pipeline.execution import start_worker, stop_worker
+
+    ports = [portpicker.pick_unused_port() for _ in range(2)]
+    workers = [start_worker(port) for port in ports]
+    try:
+        flags = ["--data", data_dir, "--rounds", "2", *FAST_TRAIN_FLAGS]
+        fedkb("train", "--out", tmp_path / "local", *flags)
+        fedkb("train", "--out", tmp_path / "remote", *flags,
+              "--workers", ",".join(f"localhost:{p}" for p in ports))
+    finally:
+        for worker in workers:
+            stop_worker(worker)
+    local = json.loads((tmp_path / "local" / "summary.json").read_text())
+    remote = json.loads((tmp_path / "remote" / "summary.json").read_text())
+    assert remote["examples"] == local["examples"]
+    for name in ("token_loss", "top1_accuracy", "top3_accuracy"):
+        assert remote["final_metrics"]["heldout"][name] == pytest.approx(
+            local["final_metrics"]["heldout"][name], abs=1e-4)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "--data", "/nonexistent/data"], "/nonexistent/data"),
+    (["train", "--dp-noise-multiplier", "1", "--secure-agg"], "secure"),
+    (["train", "--resume", "/nonexistent/run"], "/nonexistent/run"),
+    (["eval", "/nonexistent/run"], "/nonexistent/run"),
+])
+def test_bad_training_input_is_one_line_and_exit_code_2(args, message, tmp_path):
+    out = fedkb(*args, check=False)
+    assert out.returncode == 2, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0] and "Traceback" not in out.stderr
+
+
+def test_training_into_an_existing_run_is_refused(trained_run, data_dir):
+    run_dir, _, _ = trained_run
+    out = fedkb("train", "--data", data_dir, "--out", run_dir, check=False)
+    assert out.returncode == 2 and "--resume" in out.stderr
