@@ -85,7 +85,9 @@ def _stateless_lstm(lstm: tf.keras.layers.LSTM) -> tf.keras.layers.LSTM:
     from zeros, as in training.
     """
     config = {**lstm.get_config(), "unroll": True, "return_sequences": False, "stateful": False,
-              "name": f"{lstm.name}_unrolled"}
+              "name": f"{lstm.name}_unrolled",
+              # The trained weights replace these right away.
+              "kernel_initializer": "zeros", "recurrent_initializer": "zeros"}
     unrolled = tf.keras.layers.LSTM.from_config(config)
     unrolled.build(lstm.input_shape)
     unrolled.set_weights(lstm.get_weights())
@@ -338,7 +340,7 @@ def load_run(run_dir: str | Path) -> tuple[tf.keras.Model, Vocabulary, dict, dic
     weights = run_dir / WEIGHTS_FILE
     if not weights.is_file():
         raise ExportError(f"{weights}: missing; {unfinished}")
-    model = build_model(model_config)
+    model = build_model(model_config, seed=0)  # the seed only fixes weights loaded over next
     try:
         model.load_weights(str(weights))
     except (OSError, ValueError) as e:

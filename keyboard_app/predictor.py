@@ -144,7 +144,7 @@ class Predictor:
         """
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}")
-        tokens, partial = split_context(self._tail(text_before_cursor))
+        tokens, partial = self._split(text_before_cursor)
         logprobs = self._logprobs_cached(self._context_ids(self.vocab.encode(tokens)))
         if partial:
             start = bisect.bisect_left(self._sorted_words, partial)
@@ -160,14 +160,22 @@ class Predictor:
         best = best[np.argsort(-scores[best], kind="stable")]
         return [self._display[i] for i in candidates[best]]
 
-    def _tail(self, text: str) -> str:
-        """The end of `text` that holds its last T tokens, cut at a space."""
+    def _split(self, text: str) -> tuple[list[str], str]:
+        """`split_context(text)`, tokenizing only the end of a long text.
+
+        A tail cut at a space tokenizes like the full text except for its
+        first sentence (which gains a <bos>), so when the tail still holds
+        more than T tokens, its last T are the full text's.
+        """
         limit = _TAIL_CHARS_PER_TOKEN * self.context_len
-        if len(text) <= limit:
-            return text
-        tail = text[-limit:]
-        space = re.search(r"\s", tail)
-        return tail[space.end():] if space else tail
+        if len(text) > limit:
+            tail = text[-limit:]
+            space = re.search(r"\s", tail)
+            if space:
+                tokens, partial = split_context(tail[space.end():])
+                if len(tokens) > self.context_len:
+                    return tokens, partial
+        return split_context(text)
 
     def _context_ids(self, ids: Sequence[int]) -> np.ndarray:
         """The last T ids, left-padded with <pad>: int32 [T]."""

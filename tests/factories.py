@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from datasets.tokenizer import normalize, tokenize
 from datasets.vocab import PAD_ID, RESERVED_TOKENS, Vocabulary
@@ -138,3 +139,40 @@ def make_model_dir(path: str | Path, *, quantize: bool = True, run_dir: str | Pa
     if run_dir is None:
         run_dir = make_run_dir(path.with_name(path.name + "-run"), **run_kw)
     return export_run(run_dir, path, quantize=quantize)
+
+
+# -- pytest fixtures shared by test files (import them into a test module) ------
+#
+# Session-scoped and cached under pytest's base temp directory, so every test
+# file that imports them trains and exports once per session. Each directory's
+# last-written file marks it complete.
+
+TINY_WORDS = 300
+
+
+def _cached_dir(tmp_path_factory, name: str, complete_marker: str, build) -> Path:
+    path = tmp_path_factory.getbasetemp() / name
+    if not (path / complete_marker).exists():
+        build(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_run_dir(tmp_path_factory) -> Path:
+    """A trained run directory (300 common English words, the synthetic class language)."""
+    return _cached_dir(tmp_path_factory, "fedkb-tiny-run", "summary.json",
+                       lambda path: make_run_dir(path, vocab_words=common_words(TINY_WORDS)))
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, tiny_run_dir) -> Path:
+    """`tiny_run_dir` exported with the default dynamic-range quantization."""
+    return _cached_dir(tmp_path_factory, "fedkb-tiny-model", "model_card.json",
+                       lambda path: make_model_dir(path, run_dir=tiny_run_dir))
+
+
+@pytest.fixture(scope="session")
+def tiny_float_model_dir(tmp_path_factory, tiny_run_dir) -> Path:
+    """`tiny_run_dir` exported with `--float`."""
+    return _cached_dir(tmp_path_factory, "fedkb-tiny-model-float", "model_card.json",
+                       lambda path: make_model_dir(path, run_dir=tiny_run_dir, quantize=False))
