@@ -21,8 +21,9 @@ plain TF ops, so it converts to builtins):
 
 `bias` and `adapter_up` start at zero, so an exported model predicts
 exactly what the federated model predicts until the user opts into
-learning. `train` needs a fixed batch B: a dynamic batch pulls TensorList
-ops into the LSTM that only the Flex delegate runs (see DESIGN.md).
+learning. `train` takes a fixed batch B (with Keras's fused LSTM a
+dynamic batch pulled in TensorList ops that only Flex runs, see DESIGN.md;
+a fixed B also keeps the phone's buffers fixed).
 """
 
 from __future__ import annotations
@@ -101,10 +102,14 @@ class OnDeviceModel(tf.Module):
 
     def __init__(self, model: tf.keras.Model, config: ExportConfig):
         super().__init__(name="fedkb_on_device")
-        self.embedding = model.get_layer("embedding")
-        self.lstm = _stateless_lstm(model.get_layer("lstm"))
-        self.projection = model.get_layer("projection")
-        self.output_bias = model.get_layer("output").bias
+        try:
+            self.embedding = model.get_layer("embedding")
+            self.lstm = _stateless_lstm(model.get_layer("lstm"))
+            self.projection = model.get_layer("projection")
+            self.output_bias = model.get_layer("output").bias
+        except ValueError as e:
+            raise ValueError("export needs a models.next_word.build_model model (layers embedding, "
+                             f"lstm, projection, output): {e}") from None
         self.vocab_size, self.embedding_dim = self.embedding.embeddings.shape
         self.context_len = model.input_shape[1]
         self.train_batch_size = config.train_batch_size
