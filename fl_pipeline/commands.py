@@ -7,7 +7,6 @@ so light commands stay light) and prints the result.
 from __future__ import annotations
 
 import argparse
-import json
 
 from datasets.errors import FedKBError
 
@@ -22,9 +21,9 @@ def _not_built(name: str):
 run_data = _not_built("data")
 run_train = _not_built("train")
 run_eval = _not_built("eval")
-
-
 def run_export(args: argparse.Namespace) -> int:
+    import json
+
     from fl_pipeline.export import export_run
 
     out = export_run(args.run_dir, args.out, quantize=not args.float32, progress=True)
@@ -34,16 +33,12 @@ def run_export(args: argparse.Namespace) -> int:
           f"context {card['model']['context_len']} tokens, train batch "
           f"{card['personal_layer']['train_batch_size']}")
     return 0
-
-
 def run_predict(args: argparse.Namespace) -> int:
     from keyboard_app.predictor import Predictor  # LiteRT only, no TensorFlow
 
     for word in Predictor(args.model).suggest(args.text, k=args.k):
         print(word)
     return 0
-
-
 run_app = _not_built("app")
 run_worker = _not_built("worker")
 run_bench = _not_built("bench")
