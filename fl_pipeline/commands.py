@@ -61,8 +61,24 @@ def run_eval(args: argparse.Namespace) -> int:
     print(format_table(compare(args.run_dir)))
     print(f"written to {args.run_dir / 'eval.json'}")
     return 0
-run_export = _not_built("export")
-run_predict = _not_built("predict")
+def run_export(args: argparse.Namespace) -> int:
+    import json
+
+    from fl_pipeline.export import export_run
+
+    out = export_run(args.run_dir, args.out, quantize=not args.float32, progress=True)
+    card = json.loads((out / "model_card.json").read_text("utf-8"))
+    print(f"wrote {out}: model.tflite {card['file']['bytes'] / 1e6:.2f} MB "
+          f"({card['file']['quantization']}), vocab {card['vocab']['size']}, "
+          f"context {card['model']['context_len']} tokens, train batch "
+          f"{card['personal_layer']['train_batch_size']}")
+    return 0
+def run_predict(args: argparse.Namespace) -> int:
+    from keyboard_app.predictor import Predictor  # LiteRT only, no TensorFlow
+
+    for word in Predictor(args.model).suggest(args.text, k=args.k):
+        print(word)
+    return 0
 run_app = _not_built("app")
 def run_worker(args: argparse.Namespace) -> int:
     from fl_pipeline.execution import serve_forever

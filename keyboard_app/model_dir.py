@@ -1,0 +1,164 @@
+"""Reading and checking a model directory, before anything runs it.
+
+A model directory (written by `fedkb export`) holds `model.tflite`,
+`vocab.json` and `model_card.json`. The card records the byte size and
+SHA-256 of `model.tflite` and the vocabulary's hash, so a truncated,
+corrupted or mismatched directory is refused here, in Python, and never
+reaches the native interpreter (a damaged flatbuffer opened from a path has
+crashed LiteRT; see DESIGN.md). Pure Python: the app and `fedkb predict`
+import this without TensorFlow.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from datasets.errors import FedKBError
+from datasets.vocab import Vocabulary, VocabularyError
+
+MODEL_FILE = "model.tflite"
+VOCAB_FILE = "vocab.json"
+CARD_FILE = "model_card.json"
+CARD_FORMAT = "fedkb-model-dir"
+CARD_FORMAT_VERSION = 1
+
+# A TFLite flatbuffer carries this file identifier at bytes 4..8.
+TFLITE_IDENTIFIER = b"TFL3"
+
+SIGNATURES = ("suggest", "train", "get_personal", "set_personal")
+PERSONAL_TENSORS = ("bias", "adapter_down", "adapter_up")
+
+# A tensor's description in the card: [dtype name, shape].
+TensorSpec = tuple[str, tuple[int, ...]]
+
+
+def expected_signatures(*, context_len: int, train_batch_size: int, vocab_size: int,
+                        embedding_dim: int, adapter_rank: int) -> dict[str, dict[str, dict[str, TensorSpec]]]:
+    """signature -> {"inputs": {name: (dtype, shape)}, "outputs": {...}}: the export's contract."""
+    T, B, V, E, r = context_len, train_batch_size, vocab_size, embedding_dim, adapter_rank
+    personal = {"bias": ("float32", (V,)), "adapter_down": ("float32", (E, r)),
+                "adapter_up": ("float32", (r, V))}
+    return {
+        "suggest": {"inputs": {"context": ("int32", (1, T))},
+                    "outputs": {"logprobs": ("float32", (1, V))}},
+        "train": {"inputs": {"context": ("int32", (B, T)), "target": ("int32", (B,))},
+                  "outputs": {"loss": ("float32", ())}},
+        "get_personal": {"inputs": {}, "outputs": personal},
+        "set_personal": {"inputs": personal, "outputs": personal},
+    }
+
+
+class ModelDirError(FedKBError):
+    """A model directory that is missing, incomplete, damaged or inconsistent."""
+
+
+@dataclass(frozen=True)
+class ModelDir:
+    """A checked model directory: its card, vocabulary and model bytes."""
+
+    path: Path
+    card: dict
+    vocab: Vocabulary
+    model_bytes: bytes
+
+    @property
+    def context_len(self) -> int:
+        return int(self.card["model"]["context_len"])
+
+    @property
+    def train_batch_size(self) -> int:
+        return int(self.card["personal_layer"]["train_batch_size"])
+
+    def expected_signatures(self) -> dict[str, dict[str, dict[str, TensorSpec]]]:
+        """The signatures `model.tflite` must have, by the card and vocabulary."""
+        return expected_signatures(
+            context_len=self.context_len, train_batch_size=self.train_batch_size,
+            vocab_size=len(self.vocab), embedding_dim=int(self.card["model"]["embedding_dim"]),
+            adapter_rank=int(self.card["personal_layer"]["adapter_rank"]))
+
+
+def sha256_file_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _read_card(path: Path) -> dict:
+    card_path = path / CARD_FILE
+    try:
+        card = json.loads(card_path.read_text("utf-8"))
+    except FileNotFoundError:
+        raise ModelDirError(f"{card_path}: missing; re-run `fedkb export` into {path}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelDirError(f"{card_path}: not readable JSON ({e}); re-run `fedkb export`") from None
+    if not isinstance(card, dict) or card.get("format") != CARD_FORMAT:
+        raise ModelDirError(f"{card_path}: not a FedKB model card; re-run `fedkb export`")
+    if card.get("format_version") != CARD_FORMAT_VERSION:
+        raise ModelDirError(
+            f"{card_path}: format version {card.get('format_version')!r}, this FedKB reads "
+            f"{CARD_FORMAT_VERSION}; re-export the model with this version")
+    try:
+        for section, key, kind in [("file", "bytes", int), ("file", "sha256", str),
+                                   ("vocab", "sha256", str), ("vocab", "size", int),
+                                   ("model", "context_len", int), ("model", "embedding_dim", int),
+                                   ("personal_layer", "train_batch_size", int),
+                                   ("personal_layer", "adapter_rank", int)]:
+            if not isinstance(card[section][key], kind):
+                raise ModelDirError(f"{card_path}: {section}.{key} should be {kind.__name__}, got "
+                                    f"{card[section][key]!r}; re-run `fedkb export`")
+    except (KeyError, TypeError) as e:
+        raise ModelDirError(f"{card_path}: field {e} is missing; re-run `fedkb export`") from None
+    return card
+
+
+def read_model_dir(path: str | Path) -> ModelDir:
+    """Reads `path` and checks it is complete and self-consistent.
+
+    Raises `ModelDirError` naming the file at fault and what to do. Loads
+    nothing native: the model bytes come back only once their size and
+    hash match the card.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ModelDirError(f"{path}: model directory not found; create it with "
+                            f"`fedkb export RUN_DIR --out {path}`")
+    if not path.is_dir():
+        raise ModelDirError(f"{path}: not a directory; pass the directory written by `fedkb export`")
+    if not any(path.iterdir()):
+        raise ModelDirError(f"{path}: model directory is empty; create it with "
+                            f"`fedkb export RUN_DIR --out {path}`")
+    card = _read_card(path)
+
+    model_path = path / MODEL_FILE
+    try:
+        model_bytes = model_path.read_bytes()
+    except FileNotFoundError:
+        raise ModelDirError(f"{model_path}: missing; re-run `fedkb export`") from None
+    except OSError as e:
+        raise ModelDirError(f"{model_path}: not readable ({e})") from None
+    expected_size = card["file"]["bytes"]
+    if len(model_bytes) != expected_size:
+        raise ModelDirError(
+            f"{model_path}: {len(model_bytes)} bytes, the model card says {expected_size}; "
+            "the file is truncated or was replaced, re-run `fedkb export`")
+    if sha256_file_bytes(model_bytes) != card["file"]["sha256"]:
+        raise ModelDirError(
+            f"{model_path}: sha256 differs from the model card; the file is corrupted or was "
+            "replaced, re-run `fedkb export`")
+    if model_bytes[4:8] != TFLITE_IDENTIFIER:
+        raise ModelDirError(f"{model_path}: not a TFLite flatbuffer; re-run `fedkb export`")
+
+    try:
+        vocab = Vocabulary.load(path / VOCAB_FILE)
+    except VocabularyError as e:
+        raise ModelDirError(f"{e}; re-run `fedkb export`") from None
+    if vocab.sha256 != card["vocab"]["sha256"]:
+        raise ModelDirError(
+            f"{path / VOCAB_FILE}: vocabulary sha256 {vocab.sha256[:12]}... differs from the "
+            f"model card's {str(card['vocab']['sha256'])[:12]}...; the vocabulary belongs to "
+            "another model, re-run `fedkb export`")
+    if len(vocab) != card["vocab"]["size"]:
+        raise ModelDirError(f"{path / VOCAB_FILE}: {len(vocab)} tokens, the model card says "
+                            f"{card['vocab']['size']}; re-run `fedkb export`")
+    return ModelDir(path=path, card=card, vocab=vocab, model_bytes=model_bytes)

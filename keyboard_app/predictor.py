@@ -1,0 +1,312 @@
+"""The on-device next-word predictor: a model directory run by LiteRT alone.
+
+`Predictor(model_dir)` checks the directory (model_dir.py), loads
+`model.tflite` from a buffer into `ai_edge_litert`'s interpreter, checks its
+signatures against the model card, and then offers what the keyboard needs:
+
+- `suggest(text_before_cursor, k)`: the k words to show in the suggestion
+  bar, most likely first;
+- `logprobs`, `training_examples`, `train_step`, `fine_tune`: opt-in
+  learning on the user's own typing, one Adam step at a time on the
+  personal layer (the federated backbone stays frozen);
+- `get_personal` / `set_personal` / `reset_personal`: persisting and
+  forgetting what was learned.
+
+Imports no TensorFlow (numpy, LiteRT and the shared tokenizer only): this is
+what runs on the phone. Calls are serialized by a lock, so the app may
+fine-tune on a worker thread while the UI thread asks for suggestions.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import re
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from ai_edge_litert.interpreter import Interpreter
+
+from datasets.tokenizer import normalize, split_context, tokenize
+from datasets.vocab import BOS_ID, PAD_ID, Vocabulary
+from keyboard_app.model_dir import (MODEL_FILE, PERSONAL_TENSORS, SIGNATURES, ModelDirError,
+                                    read_model_dir)
+
+__all__ = ["ModelDirError", "PersonalWeightsError", "Predictor"]
+
+# The pronoun "I" and its contractions are capitalized wherever they stand,
+# so the predictor returns them that way; the tokenizer lowercases them
+# again, so inserting "I'm" reads back as the vocabulary word "i'm".
+_PRONOUN_I = re.compile(r"i(?:'[a-z]+)?")
+
+# Only the tail of a long text is tokenized: the model reads the last T
+# tokens, and no realistic T tokens span this many characters per token.
+_TAIL_CHARS_PER_TOKEN = 64
+
+# Targets that teach nothing (as in training): padding and sentence starts.
+_IGNORED_TARGETS = (PAD_ID, BOS_ID)
+
+
+class PersonalWeightsError(ModelDirError, ValueError):
+    """Personal weights that do not fit this model (other names, shapes or dtypes)."""
+
+
+def display_form(word: str) -> str:
+    """How a vocabulary word is inserted: as is, except "I", "I'm", "I'll", ..."""
+    return "I" + word[1:] if _PRONOUN_I.fullmatch(word) else word
+
+
+class Predictor:
+    """Next-word suggestions and personal learning over one model directory."""
+
+    def __init__(self, model_dir: str | Path):
+        checked = read_model_dir(model_dir)
+        self.model_dir: Path = checked.path
+        self.model_card: dict = checked.card
+        self.vocab: Vocabulary = checked.vocab
+        self.context_len: int = checked.context_len  # T
+        self.train_batch_size: int = checked.train_batch_size  # B
+        self._lock = threading.Lock()
+        model_path = self.model_dir / MODEL_FILE
+        try:
+            # From the buffer already hashed, never from the path (see DESIGN.md).
+            self._interpreter = Interpreter(model_content=checked.model_bytes)
+        except (ValueError, RuntimeError) as e:
+            raise ModelDirError(f"{model_path}: LiteRT cannot load it ({_first_line(e)}); "
+                                "re-run `fedkb export`") from None
+        expected = checked.expected_signatures()
+        self._runners = self._signature_runners(expected, model_path)
+        self._personal_specs = {name: shape for name, (_, shape)
+                                in expected["get_personal"]["outputs"].items()}
+        self._build_word_index()
+        self._cache_key: tuple[int, ...] | None = None
+        self._cache_value: np.ndarray | None = None
+        try:  # a first run: kernels that cannot run fail here, not in the UI
+            self._initial_personal = self.get_personal()
+            self.logprobs([BOS_ID])
+        except (ValueError, RuntimeError) as e:
+            raise ModelDirError(f"{model_path}: LiteRT cannot run it ({_first_line(e)}); "
+                                "re-run `fedkb export`") from None
+
+    def __repr__(self) -> str:
+        return (f"Predictor({str(self.model_dir)!r}, vocab={len(self.vocab)}, "
+                f"T={self.context_len}, B={self.train_batch_size})")
+
+    # -- loading --------------------------------------------------------------
+
+    def _signature_runners(self, expected: dict, model_path: Path) -> dict:
+        """The four signature runners, after checking names, dtypes and shapes."""
+        available = self._interpreter.get_signature_list()
+        missing = [name for name in SIGNATURES if name not in available]
+        if missing:
+            raise ModelDirError(f"{model_path}: no signature {', '.join(missing)} (has "
+                                f"{', '.join(sorted(available)) or 'none'}); not a `fedkb export` "
+                                "model, re-run `fedkb export`")
+        runners = {}
+        for name in SIGNATURES:
+            runner = self._interpreter.get_signature_runner(name)
+            actual = {"inputs": runner.get_input_details(), "outputs": runner.get_output_details()}
+            for side in ("inputs", "outputs"):
+                want = expected[name][side]
+                have = {tensor: (np.dtype(d["dtype"]).name, tuple(int(n) for n in d["shape_signature"]))
+                        for tensor, d in actual[side].items()}
+                if have != want:
+                    raise ModelDirError(
+                        f"{model_path}: signature {name} {side} are {_specs(have)}, the model card "
+                        f"and vocabulary need {_specs(want)}; re-run `fedkb export`")
+            runners[name] = runner
+        return runners
+
+    def _build_word_index(self) -> None:
+        """Word ids, and the words sorted by spelling for prefix lookups by bisection."""
+        word_ids = [i for i in range(len(self.vocab)) if self.vocab.is_word(i)]
+        self._word_ids = np.array(word_ids, dtype=np.int64)
+        by_spelling = sorted((normalize(self.vocab.tokens[i]), i) for i in word_ids)
+        self._sorted_words = [word for word, _ in by_spelling]
+        self._sorted_ids = np.array([i for _, i in by_spelling], dtype=np.int64)
+        self._display = [display_form(token) for token in self.vocab.tokens]
+
+    # -- suggestions ----------------------------------------------------------
+
+    def suggest(self, text_before_cursor: str, k: int = 3) -> list[str]:
+        """The k most likely words to insert at the cursor, most likely first.
+
+        After a space, a symbol or at the start: the next word. Inside a
+        partly typed word: the most likely vocabulary words starting with
+        it (case-insensitive), which include the typed word itself when it
+        is already a complete word ("the" -> "the", "then", "there"). Never
+        special tokens or punctuation. Fewer than k words when fewer match
+        (a prefix no vocabulary word has gives []). Words come back
+        lowercase, except "I" and its contractions ("I'm"); capitalizing a
+        sentence's first word is the app's job.
+        """
+        if k < 1:
+            raise ValueError(f"k must be at least 1, got {k}")
+        tokens, partial = self._split(text_before_cursor)
+        logprobs = self._logprobs_cached(self._context_ids(self.vocab.encode(tokens)))
+        if partial:
+            start = bisect.bisect_left(self._sorted_words, partial)
+            stop = bisect.bisect_left(self._sorted_words, partial + "\U0010ffff", lo=start)
+            candidates = self._sorted_ids[start:stop]
+        else:
+            candidates = self._word_ids
+        scores = logprobs[candidates]
+        if len(candidates) > k:
+            best = np.argpartition(-scores, k - 1)[:k]
+        else:
+            best = np.arange(len(candidates))
+        best = best[np.argsort(-scores[best], kind="stable")]
+        return [self._display[i] for i in candidates[best]]
+
+    def _split(self, text: str) -> tuple[list[str], str]:
+        """`split_context(text)`, tokenizing only the end of a long text.
+
+        A tail cut at a space tokenizes like the full text except for its
+        first sentence (which gains a <bos>), so when the tail still holds
+        more than T tokens, its last T are the full text's.
+        """
+        limit = _TAIL_CHARS_PER_TOKEN * self.context_len
+        if len(text) > limit:
+            tail = text[-limit:]
+            space = re.search(r"\s", tail)
+            if space:
+                tokens, partial = split_context(tail[space.end():])
+                if len(tokens) > self.context_len:
+                    return tokens, partial
+        return split_context(text)
+
+    def _context_ids(self, ids: Sequence[int]) -> np.ndarray:
+        """The last T ids, left-padded with <pad>: int32 [T]."""
+        T = self.context_len
+        ids = list(ids)[-T:]
+        return np.array([PAD_ID] * (T - len(ids)) + ids, dtype=np.int32)
+
+    def logprobs(self, context_ids: Sequence[int]) -> np.ndarray:
+        """Log-probabilities float32 [V] of the next token after `context_ids`.
+
+        Only the last T ids count; shorter contexts are left-padded with
+        <pad>, as in training.
+        """
+        ids = np.asarray(list(context_ids))
+        if ids.size and (ids.dtype.kind not in "iu" or ids.min() < 0 or ids.max() >= len(self.vocab)):
+            raise ValueError(f"context ids must be integers in [0, {len(self.vocab)}), got {ids.tolist()}")
+        return self._logprobs_cached(self._context_ids(ids.tolist())).copy()
+
+    def _logprobs_cached(self, context: np.ndarray) -> np.ndarray:
+        # Typing a word asks for the same context once per key press: keep the last one.
+        key = tuple(context.tolist())
+        with self._lock:
+            if key != self._cache_key:
+                out = self._runners["suggest"](context=context[None, :])["logprobs"]
+                self._cache_key, self._cache_value = key, np.array(out[0], dtype=np.float32)
+            return self._cache_value
+
+    def _forget_cache(self) -> None:
+        self._cache_key = self._cache_value = None
+
+    # -- personal learning ----------------------------------------------------
+
+    def training_examples(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+        """(contexts int32 [N, T], targets int32 [N]) for every next-word position of a message.
+
+        The message is tokenized like training data (``<bos> ... <eos>`` per
+        sentence); each position's context is the T ids before it,
+        left-padded, exactly what `suggest` sees at that point of typing.
+        Positions whose target is <pad> or <bos> are left out.
+        """
+        ids = self.vocab.encode(tokenize(text))
+        positions = [i for i in range(1, len(ids)) if ids[i] not in _IGNORED_TARGETS]
+        contexts = np.zeros([len(positions), self.context_len], dtype=np.int32)
+        for row, i in enumerate(positions):
+            contexts[row] = self._context_ids(ids[:i])
+        return contexts, np.array([ids[i] for i in positions], dtype=np.int32)
+
+    def train_step(self, contexts: np.ndarray, targets: np.ndarray) -> float:
+        """One Adam step of the personal layer on exactly B examples; returns their mean loss.
+
+        Rows whose target is <pad> or <bos> count for nothing: pad a short
+        batch with such rows.
+        """
+        B, T, V = self.train_batch_size, self.context_len, len(self.vocab)
+        contexts, targets = np.asarray(contexts), np.asarray(targets)
+        if contexts.shape != (B, T) or targets.shape != (B,):
+            raise ValueError(f"train_step needs contexts [{B}, {T}] and targets [{B}], got "
+                             f"{list(contexts.shape)} and {list(targets.shape)}")
+        for name, array in (("contexts", contexts), ("targets", targets)):
+            if array.dtype.kind not in "iu" or array.min() < 0 or array.max() >= V:
+                raise ValueError(f"{name} must be integer token ids in [0, {V})")
+        with self._lock:
+            loss = self._runners["train"](context=contexts.astype(np.int32),
+                                          target=targets.astype(np.int32))["loss"]
+            self._forget_cache()
+        return float(loss)
+
+    def fine_tune(self, text_messages: list[str], epochs: int = 1, *, seed: int = 0) -> float:
+        """Trains the personal layer on the user's messages; returns the last step's loss.
+
+        Each epoch visits every example once in an order fixed by `seed`,
+        in batches of B; the last batch is filled with ignored rows.
+        Returns nan when the messages hold no example (no step is taken).
+        """
+        if epochs < 1:
+            raise ValueError(f"epochs must be at least 1, got {epochs}")
+        pairs = [self.training_examples(text) for text in text_messages]
+        contexts = np.concatenate([c for c, _ in pairs] or [np.zeros([0, self.context_len], np.int32)])
+        targets = np.concatenate([t for _, t in pairs] or [np.zeros([0], np.int32)])
+        if len(targets) == 0:
+            return math.nan
+        B = self.train_batch_size
+        rng = np.random.default_rng(seed)
+        loss = math.nan
+        for _ in range(epochs):
+            order = rng.permutation(len(targets))
+            for start in range(0, len(order), B):
+                rows = order[start:start + B]
+                batch_contexts = np.full([B, self.context_len], PAD_ID, dtype=np.int32)
+                batch_targets = np.full([B], PAD_ID, dtype=np.int32)  # ignored unless filled
+                batch_contexts[:len(rows)] = contexts[rows]
+                batch_targets[:len(rows)] = targets[rows]
+                loss = self.train_step(batch_contexts, batch_targets)
+        return loss
+
+    def get_personal(self) -> dict[str, np.ndarray]:
+        """The personal layer's weights by name (float32 copies), for saving."""
+        with self._lock:
+            out = self._runners["get_personal"]()
+        return {name: np.array(out[name], dtype=np.float32) for name in PERSONAL_TENSORS}
+
+    def set_personal(self, weights: dict[str, np.ndarray]) -> None:
+        """Restores weights from `get_personal` (of this model); restarts the optimizer."""
+        if not isinstance(weights, dict) or set(weights) != set(PERSONAL_TENSORS):
+            names = sorted(weights) if isinstance(weights, dict) else type(weights).__name__
+            raise PersonalWeightsError(f"personal weights must be {list(PERSONAL_TENSORS)}, got {names}")
+        arrays = {}
+        for name in PERSONAL_TENSORS:
+            array = np.asarray(weights[name])
+            want = self._personal_specs[name]
+            if array.dtype != np.float32 or array.shape != want:
+                raise PersonalWeightsError(
+                    f"personal weight {name} must be float32 {list(want)}, got {array.dtype} "
+                    f"{list(array.shape)}; they were saved for another model")
+            if not np.all(np.isfinite(array)):
+                raise PersonalWeightsError(f"personal weight {name} has NaN or infinite values")
+            arrays[name] = np.ascontiguousarray(array)
+        with self._lock:
+            self._runners["set_personal"](**arrays)
+            self._forget_cache()
+
+    def reset_personal(self) -> None:
+        """Forgets all personal learning: the federated model's predictions again."""
+        self.set_personal(self._initial_personal)
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _specs(specs: dict) -> str:
+    return "{" + ", ".join(f"{name}: {dtype} {list(shape)}" for name, (dtype, shape)
+                           in sorted(specs.items())) + "}" if specs else "{}"
