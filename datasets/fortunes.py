@@ -34,7 +34,7 @@ UNSIGNED_GROUP_SIZE = 20
 # use two tabs). One tab of indent is quote text, e.g. "\t-- by Homer".
 _ATTRIBUTION = re.compile(r"^(\s+)--\s*(\S.*)$")
 _ATTRIBUTION_INDENT = 12
-_MAX_ATTRIBUTION_LINES = 4
+_MAX_ATTRIBUTION_LINES = 8
 # A closing copyright paragraph signs a quote too: "... (c) David Gerrold, 1984-2000, ...".
 _COPYRIGHT = re.compile(r"\(c\)\s*([^,\d]+?)\s*,", re.IGNORECASE)
 _NAME_END = re.compile(r',|;|:|\s"|\s\(|\s--|\s\[')
@@ -45,7 +45,7 @@ _SUFFIXES = frozenset({"jr", "sr", "ii", "iii", "iv", "phd", "md", "esq"})
 
 @dataclass(frozen=True)
 class Fortune:
-    """One quote: its text without the attribution, and who signed it (or None)."""
+    """One quote: its text without the attribution, who signed it (or None), where it starts."""
 
     text: str
     author: str | None
@@ -82,28 +82,79 @@ def _indent(line: str) -> int:
     return len(line[: len(line) - len(line.lstrip())].expandtabs(8))
 
 
-def split_attribution(lines: list[str]) -> tuple[list[str], str | None]:
-    """(quote lines, attribution text or None) for the lines of one quote."""
-    for start in range(len(lines) - 1, max(-1, len(lines) - 1 - _MAX_ATTRIBUTION_LINES), -1):
-        line = lines[start]
-        if _indent(line) < _ATTRIBUTION_INDENT or not line.strip():
-            break
-        match = _ATTRIBUTION.match(line)
-        if match:
-            body = lines[:start]
-            if not any(b.strip() for b in body):
-                break  # nothing but a "-- ..." line: it is the text itself
-            attribution = " ".join([match.group(2), *(x.strip() for x in lines[start + 1:])])
-            return body, attribution
-    # A closing copyright paragraph ("From ..., (c) Name, 1984, all rights reserved").
-    if "" in (x.strip() for x in lines):
-        blank = max(i for i, x in enumerate(lines) if not x.strip())
-        paragraph = " ".join(x.strip() for x in lines[blank + 1:])
+def _attribution(line: str) -> re.Match | None:
+    """The match of an attribution line ("\t\t-- Name, ..."), not of a "-- Heading --"."""
+    if _indent(line) < _ATTRIBUTION_INDENT:
+        return None
+    match = _ATTRIBUTION.match(line)
+    return None if match is None or match.group(2).rstrip().endswith("--") else match
+
+
+def _trimmed(lines: list[str]) -> list[str]:
+    start, end = 0, len(lines)
+    while start < end and not lines[start].strip():
+        start += 1
+    while end > start and not lines[end - 1].strip():
+        end -= 1
+    return lines[start:end]
+
+
+def _copyright_signed(lines: list[str]) -> tuple[list[str], str | None]:
+    """Splits off a closing copyright paragraph ("From ..., (c) Name, 1984, ...") as the signature."""
+    blanks = [i for i, line in enumerate(lines) if not line.strip()]
+    if blanks and len(lines) - blanks[-1] <= _MAX_ATTRIBUTION_LINES:
+        paragraph = " ".join(line.strip() for line in lines[blanks[-1] + 1:])
         match = _COPYRIGHT.search(paragraph)
-        if match and len(lines) - blank <= _MAX_ATTRIBUTION_LINES and any(
-                x.strip() for x in lines[:blank]):
-            return lines[:blank], match.group(1)
+        body = _trimmed(lines[:blanks[-1]])
+        if match and body:
+            return body, match.group(1)
     return lines, None
+
+
+def _editor_note_end(lines: list[str], start: int) -> int:
+    """Where a bracketed editor's note after an attribution ("[... Ed.]") ends, or `start`."""
+    end = start
+    while end < len(lines) and lines[end].strip():
+        end += 1
+        if lines[end - 1].rstrip().endswith("]"):
+            return end
+    return start
+
+
+def signed_parts(lines: list[str]) -> list[tuple[list[str], str | None]]:
+    """The (quote lines, attribution or None) pieces of one fortune.
+
+    Most fortunes are one quote and its attribution; some chain several
+    signed quotes ("... -- Albert Einstein", blank line, "... -- Carl Sagan"),
+    and each piece then goes to its own author. An attribution may continue
+    on deeper-indented lines and carry an editor's note in brackets; it must
+    be followed by a blank line or the end (otherwise, as in "God is dead.
+    -- Nietzsche / Nietzsche is dead. -- God", the signed lines are part of
+    the joke). Text after the last attribution is an unsigned piece.
+    """
+    parts: list[tuple[list[str], str | None]] = []
+    body: list[str] = []
+    i = 0
+    while i < len(lines):
+        match = _attribution(lines[i])
+        if match and any(line.strip() for line in body):
+            end = i + 1
+            while (end < len(lines) and end - i < _MAX_ATTRIBUTION_LINES and lines[end].strip()
+                   and _indent(lines[end]) >= _ATTRIBUTION_INDENT and not _attribution(lines[end])):
+                end += 1
+            attribution = " ".join([match.group(2), *(x.strip() for x in lines[i + 1:end])])
+            if end < len(lines) and lines[end].lstrip().startswith("["):
+                end = _editor_note_end(lines, end)
+            if end == len(lines) or not lines[end].strip():
+                parts.append((_trimmed(body), attribution))
+                body, i = [], end
+                continue
+        body.append(lines[i])
+        i += 1
+    body = _trimmed(body)
+    if body:
+        parts.append(_copyright_signed(body))
+    return parts
 
 
 def author_name(attribution: str) -> str:
@@ -138,37 +189,33 @@ def author_slug(name: str) -> str | None:
 
 def parse_fortunes(lines: Iterable[tuple[int, str | None]], name: str,
                    log: ReadLog) -> Iterator[Fortune]:
-    """The quotes of one strfile-format file, given its decoded lines."""
+    """The quotes of one strfile-format file, given its decoded lines (None: a bad line)."""
     current: list[str] = []
-    first_line = 0
-    has_content = False  # a block of only `%%` comments is no quote
+    first_line = 0  # of the current block; 0 while it holds nothing but `%%` comments
+    had_bad_line = False
 
     def finish() -> Iterator[Fortune]:
-        while current and not current[-1].strip():
-            current.pop()
-        while current and not current[0].strip():
-            current.pop(0)
-        if not current:
-            if has_content:
+        if not _trimmed(current):
+            if first_line and not had_bad_line:
                 log.empty_text(f"{name}:{first_line}")
             return
-        body, attribution = split_attribution(current)
-        slug = author_slug(author_name(attribution)) if attribution else None
-        yield Fortune("\n".join(body), slug, first_line)
+        for body, attribution in signed_parts(current):
+            slug = author_slug(author_name(attribution)) if attribution else None
+            yield Fortune("\n".join(body), slug, first_line)
 
     for number, line in lines:
         if line is not None and line.startswith("%%"):
             continue
         if line is not None and line.rstrip() == "%":
             yield from finish()
-            current, first_line, has_content = [], number + 1, False
+            current, first_line, had_bad_line = [], 0, False
             continue
-        if not first_line:
-            first_line = number
-        has_content = True
-        if line is not None:  # a bad line (already counted) leaves the quote without it
+        first_line = first_line or number
+        if line is None:  # already reported; the quote goes on without it
+            had_bad_line = True
+        else:
             current.append(line)
-    if has_content:  # the last quote without a closing `%`
+    if first_line:  # the last quote, without a closing `%`
         yield from finish()
 
 
