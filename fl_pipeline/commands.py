@@ -18,7 +18,33 @@ def _not_built(name: str):
     return run
 
 
-run_data = _not_built("data")
+def run_data(args: argparse.Namespace) -> int:
+    """`fedkb data prepare` writes a client store; `fedkb data stats` prints one's stats."""
+    import sys
+
+    from datasets.stats import format_stats
+
+    if args.data_command == "stats":
+        from datasets.store import ClientStore
+
+        print(format_stats(ClientStore(args.data_dir).stats))
+        return 0
+    from datasets.prepare import PrepareConfig, prepare
+
+    config = PrepareConfig(
+        corpus=args.corpus, out=args.out, vocab_size=args.vocab_size,
+        vocab_from_data=args.vocab_from_data, include_offensive=args.include_offensive,
+        heldout_fraction=args.heldout_fraction, past_fraction=args.past_fraction,
+        seq_len=args.seq_len, max_clients=args.max_clients,
+        skip_bad_lines=args.skip_bad_lines, seed=args.seed)
+    result = prepare(config)
+    if result.warning:
+        print(f"fedkb data: warning: {result.warning}", file=sys.stderr)
+    print(format_stats(result.stats))
+    print(f"\nwrote {args.out}/ (clients.sqlite, vocab.json, stats.json)")
+    return 0
+
+
 def train_config_from_args(args: argparse.Namespace) -> "TrainConfig":
     """TrainConfig defaults, overridden by the flags the user gave."""
     from fl_pipeline.config import TrainConfig
@@ -55,12 +81,16 @@ def run_train(args: argparse.Namespace) -> int:
               f"at delta {summary['dp']['delta']:.1e}")
     print(f"run directory: {run_dir}")
     return 0
+
+
 def run_eval(args: argparse.Namespace) -> int:
     from fl_pipeline.evaluate import compare, format_table
 
     print(format_table(compare(args.run_dir)))
     print(f"written to {args.run_dir / 'eval.json'}")
     return 0
+
+
 def run_export(args: argparse.Namespace) -> int:
     import json
 
@@ -73,16 +103,26 @@ def run_export(args: argparse.Namespace) -> int:
           f"context {card['model']['context_len']} tokens, train batch "
           f"{card['personal_layer']['train_batch_size']}")
     return 0
+
+
 def run_predict(args: argparse.Namespace) -> int:
     from keyboard_app.predictor import Predictor  # LiteRT only, no TensorFlow
 
     for word in Predictor(args.model).suggest(args.text, k=args.k):
         print(word)
     return 0
+
+
 run_app = _not_built("app")
+
+
 def run_worker(args: argparse.Namespace) -> int:
     from fl_pipeline.execution import serve_forever
 
     return serve_forever(args.port)
+
+
 run_bench = _not_built("bench")
+
+
 run_demo = _not_built("demo")

@@ -1,0 +1,144 @@
+"""`fedkb data prepare`: corpus -> clients -> splits -> vocabulary -> client store.
+
+Reads the corpus (all of its text is held in memory while preparing; the
+store is what keeps training lazy), keeps `max_clients` of them if asked,
+splits clients into training and held-out, builds the vocabulary (public
+`wordfreq` words by default, or the training clients' own words), encodes
+every text into windows of T+1 ids and writes `clients.sqlite`, `vocab.json`
+and `stats.json` into the output directory. Nothing is dropped without
+being counted in `stats.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from datasets.corpus import Corpus, CorpusError, ReadLog
+from datasets.examples import encode_text, windows
+from datasets.readers import read_corpus
+from datasets.splits import HELDOUT_FUTURE, HELDOUT_PAST, SPLITS, TRAIN, select_clients, \
+    split_clients, split_past_future
+from datasets.stats import ClientSizes, SplitCounts
+from datasets.store import (FEATURE, FORMAT, STATS_FILE, STORE_FILE, VOCAB_FILE, StoreWriter,
+                            serialize_tokens, store_client_id)
+from datasets.vocab import RESERVED_TOKENS, Vocabulary, count_tokens
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    """Everything that decides what `prepare` writes (the CLI's `data prepare` options)."""
+
+    corpus: str = "fortunes"
+    out: Path = Path("runs/data")
+    vocab_size: int = 10_000
+    vocab_from_data: bool = False
+    include_offensive: bool = False
+    heldout_fraction: float = 0.1
+    past_fraction: float = 0.8
+    seq_len: int = 20
+    max_clients: int | None = None
+    skip_bad_lines: bool = False
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class PrepareResult:
+    """What was written: the stats (as in `stats.json`) and a warning about skipped input."""
+
+    stats: dict
+    warning: str | None
+
+
+def _build_vocab(config: PrepareConfig, corpus: Corpus, train: list[str]) -> tuple[Vocabulary, str]:
+    if config.vocab_size <= len(RESERVED_TOKENS):
+        raise CorpusError(f"--vocab-size must exceed the {len(RESERVED_TOKENS)} reserved tokens "
+                          f"(<pad>, <oov>, <bos>, <eos>, punctuation), got {config.vocab_size}")
+    if config.vocab_from_data:  # never from held-out clients: they stand for unseen users
+        counts = count_tokens(text for client in train for text in corpus.clients[client])
+        return Vocabulary.from_counts(counts, config.vocab_size), "training clients' text"
+    return Vocabulary.from_wordfreq(config.vocab_size), "wordfreq (public English word list)"
+
+
+def _write_json(path: Path, data: dict) -> None:
+    """Writes via a temporary file, so a reader never sees half a file."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(data, ensure_ascii=False, indent=1) + "\n", "utf-8")
+    os.replace(partial, path)
+
+
+def prepare(config: PrepareConfig) -> PrepareResult:
+    """Reads, splits, encodes and writes a corpus; returns its stats."""
+    if not 0.0 < config.heldout_fraction < 1.0 or not 0.0 < config.past_fraction < 1.0:
+        raise CorpusError("--heldout-fraction and --past-fraction must be between 0 and 1")
+    log = ReadLog(skip_bad_lines=config.skip_bad_lines)
+    corpus = read_corpus(config.corpus, log, include_offensive=config.include_offensive,
+                         max_clients=config.max_clients, seed=config.seed)
+    if len(corpus.clients) < 2:
+        raise CorpusError(f"{corpus.source}: {len(corpus.clients)} client(s) with usable text; "
+                          "FedKB needs at least 2 (one to train on, one held out); add text")
+    kept = (select_clients(corpus.clients, config.max_clients, config.seed)
+            if config.max_clients else sorted(corpus.clients))
+    split = split_clients(kept, config.heldout_fraction, config.seed)
+    vocab, vocab_source = _build_vocab(config, corpus, split.train)
+
+    counts = {name: SplitCounts() for name in SPLITS}
+    sizes = {"train": ClientSizes(), "heldout": ClientSizes()}
+    escaped_ids = 0
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / STATS_FILE).unlink(missing_ok=True)  # the store is incomplete until stats.json is back
+
+    with StoreWriter(out / STORE_FILE) as writer:
+        work = [(c, False) for c in split.train] + [(c, True) for c in split.heldout]
+        for client, heldout in tqdm(work, desc="writing client store", unit="client"):
+            texts = corpus.clients[client]
+            parts = split_past_future(texts, config.past_fraction) if heldout else (texts,)
+            names = (HELDOUT_PAST, HELDOUT_FUTURE) if heldout else (TRAIN,)
+            stored_id = store_client_id(client)
+            escaped_ids += stored_id != client
+            client_tokens = client_examples = 0
+            for name, part in zip(names, parts):
+                blobs = []
+                for text in part:
+                    ids = encode_text(text, vocab)
+                    text_windows = windows(ids, config.seq_len)
+                    blobs.extend(serialize_tokens(w) for w in text_windows)
+                    counts[name].add_text(text, ids, len(text_windows))
+                    client_tokens += len(ids)
+                written = writer.add(name, stored_id, blobs)
+                counts[name].clients += written > 0
+                client_examples += written
+            sizes["heldout" if heldout else "train"].add(len(texts), client_tokens, client_examples)
+
+    stats = {
+        "format": FORMAT,
+        "corpus": {"name": corpus.name, "source": corpus.source, "files": corpus.files},
+        "vocab": {"file": VOCAB_FILE, "sha256": vocab.sha256, "size": len(vocab),
+                  "source": vocab_source},
+        "store": {"file": STORE_FILE, "schema": "tff.simulation.datasets SQL client data",
+                  "splits": list(SPLITS), "feature": FEATURE, "dtype": "int64",
+                  "example_length": config.seq_len + 1,
+                  "escaped_client_ids": escaped_ids},
+        "seq_len": config.seq_len,
+        "seed": config.seed,
+        "heldout_fraction": config.heldout_fraction,
+        "past_fraction": config.past_fraction,
+        "clients": {"found": len(corpus.clients) + corpus.clients_not_read, "kept": len(kept),
+                    "train": len(split.train), "heldout": len(split.heldout)},
+        "splits": {name: counts[name].to_json() for name in SPLITS},
+        "client_sizes": {group: s.to_json() for group, s in sizes.items()},
+        "skipped": log.counts(),
+        "dropped_clients": {
+            "max_clients": len(corpus.clients) + corpus.clients_not_read - len(kept),
+            "without_texts": log.clients_without_texts,
+        },
+        "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()},
+    }
+    vocab.save(out / VOCAB_FILE)
+    _write_json(out / STATS_FILE, stats)
+    return PrepareResult(stats, log.warning())
