@@ -47,6 +47,14 @@ class TrainConfig:
             if self.dp_noise_multiplier < 0:
                 raise ValueError("TrainConfig.dp_noise_multiplier must be >= 0, "
                                  f"got {self.dp_noise_multiplier!r}")
+            # tff.learning.dp_aggregator's adaptive clipping spends part of the
+            # noise on the clipped count (stddev 0.05 x cohort); below this
+            # cohort size it cannot reach the requested noise at all.
+            if self.dp_noise_multiplier >= 0.1 * self.clients_per_round:
+                min_clients = int(self.dp_noise_multiplier * 10 + 1e-9) + 1
+                raise ValueError(f"TrainConfig.dp_noise_multiplier {self.dp_noise_multiplier} needs at "
+                                 f"least {min_clients} clients per round (TFF's adaptive clipping); "
+                                 "raise clients_per_round or lower the noise")
             if self.secure_agg or self.compress:
                 raise ValueError("differential privacy (dp_noise_multiplier) cannot be combined "
                                  "with secure_agg or compress in FedKB: choose one")
