@@ -134,6 +134,11 @@ def test_client_ids_that_would_break_tffs_sql_query_are_escaped(tmp_path):
     assert stats["store"]["escaped_client_ids"] == 2
 
 
+def test_offensive_fortunes_option_is_refused_for_other_corpora(tmp_path):
+    with pytest.raises(CorpusError, match="--include-offensive applies only to the built-in"):
+        prepare(config(make_jsonl(tmp_path / "c.jsonl"), tmp_path / "out", include_offensive=True))
+
+
 def test_a_corpus_needs_two_clients(tmp_path):
     path = tmp_path / "c.jsonl"
     path.write_text('{"client_id": "solo", "text": "hello"}\n')

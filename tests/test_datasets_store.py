@@ -125,6 +125,9 @@ def test_tff_sql_client_data_file_is_a_corpus(tmp_path):
     assert corpus.clients == clients
     selected = read_sql_client_data(path, ReadLog(), max_clients=2, seed=0)
     assert len(selected.clients) == 2 and selected.clients_not_read == 1
+    with sqlite3.connect(path) as db:  # with an index, the sampled clients are read one by one
+        db.execute("CREATE INDEX by_client ON examples (client_id)")
+    assert read_sql_client_data(path, ReadLog(), max_clients=2, seed=0).clients == selected.clients
     stats = prepare(PrepareConfig(corpus=str(path), out=tmp_path / "out", vocab_size=30)).stats
     assert stats["splits"]["train"]["texts"] + stats["splits"]["heldout_past"]["texts"] + \
         stats["splits"]["heldout_future"]["texts"] == 4
