@@ -27,7 +27,7 @@ from datasets.errors import FedKBError
 # one message (the longest built-in fortune is about 2 kB), yet far below the
 # megabyte-long lines that come from binary files, minified dumps or files
 # without line breaks, which would otherwise become one giant "text" that
-# dominates its client and costs seconds to tokenize.
+# dominates its client.
 MAX_LINE_BYTES = 100_000
 
 # How many individual problems a warning quotes before it only counts them.

@@ -45,11 +45,10 @@ _SUFFIXES = frozenset({"jr", "sr", "ii", "iii", "iv", "phd", "md", "esq"})
 
 @dataclass(frozen=True)
 class Fortune:
-    """One quote: its text without the attribution, who signed it (or None), where it starts."""
+    """One quote: its text without the attribution, and who signed it (an author slug or None)."""
 
     text: str
     author: str | None
-    line: int
 
 
 def fortune_files(include_offensive: bool = False) -> list[Path]:
@@ -201,7 +200,7 @@ def parse_fortunes(lines: Iterable[tuple[int, str | None]], name: str,
             return
         for body, attribution in signed_parts(current):
             slug = author_slug(author_name(attribution)) if attribution else None
-            yield Fortune("\n".join(body), slug, first_line)
+            yield Fortune("\n".join(body), slug)
 
     for number, line in lines:
         if line is not None and line.startswith("%%"):

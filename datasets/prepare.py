@@ -13,16 +13,16 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from tqdm import tqdm
 
 from datasets.corpus import Corpus, CorpusError, ReadLog
 from datasets.examples import encode_text, windows
-from datasets.readers import read_corpus
-from datasets.splits import HELDOUT_FUTURE, HELDOUT_PAST, SPLITS, TRAIN, select_clients, \
-    split_clients, split_past_future
+from datasets.readers import BUILTIN, read_corpus
+from datasets.splits import (HELDOUT_FUTURE, HELDOUT_PAST, SPLITS, TRAIN, select_clients,
+                             split_clients, split_past_future)
 from datasets.stats import ClientSizes, SplitCounts
 from datasets.store import (FEATURE, FORMAT, STATS_FILE, STORE_FILE, VOCAB_FILE, StoreWriter,
                             serialize_tokens, store_client_id)
@@ -71,10 +71,50 @@ def _write_json(path: Path, data: dict) -> None:
     os.replace(partial, path)
 
 
-def prepare(config: PrepareConfig) -> PrepareResult:
-    """Reads, splits, encodes and writes a corpus; returns its stats."""
+@dataclass
+class _Tally:
+    """Running totals while writing: per split, per client group, escaped ids."""
+
+    splits: dict = field(default_factory=lambda: {name: SplitCounts() for name in SPLITS})
+    sizes: dict = field(default_factory=lambda: {"train": ClientSizes(), "heldout": ClientSizes()})
+    escaped_ids: int = 0
+
+
+def _write_client(writer: StoreWriter, client: str, texts: list[str], heldout: bool,
+                  vocab: Vocabulary, config: PrepareConfig, tally: _Tally) -> None:
+    """Encodes one client's texts into windows and stores them in its split(s)."""
+    if heldout:
+        parts = zip((HELDOUT_PAST, HELDOUT_FUTURE), split_past_future(texts, config.past_fraction))
+    else:
+        parts = [(TRAIN, texts)]
+    stored_id = store_client_id(client)
+    tally.escaped_ids += stored_id != client
+    client_tokens = client_examples = 0
+    for split, part in parts:
+        blobs = []
+        for text in part:
+            ids = encode_text(text, vocab)
+            text_windows = windows(ids, config.seq_len)
+            blobs.extend(serialize_tokens(w) for w in text_windows)
+            tally.splits[split].add_text(text, ids, len(text_windows))
+            client_tokens += len(ids)
+        written = writer.add(split, stored_id, blobs)
+        tally.splits[split].clients += written > 0
+        client_examples += written
+    tally.sizes["heldout" if heldout else "train"].add(len(texts), client_tokens, client_examples)
+
+
+def _check(config: PrepareConfig) -> None:
     if not 0.0 < config.heldout_fraction < 1.0 or not 0.0 < config.past_fraction < 1.0:
         raise CorpusError("--heldout-fraction and --past-fraction must be between 0 and 1")
+    if config.include_offensive and config.corpus != BUILTIN:
+        raise CorpusError(f"--include-offensive applies only to the built-in '{BUILTIN}' corpus, "
+                          f"not to {config.corpus}; drop the option")
+
+
+def prepare(config: PrepareConfig) -> PrepareResult:
+    """Reads, splits, encodes and writes a corpus; returns its stats."""
+    _check(config)
     log = ReadLog(skip_bad_lines=config.skip_bad_lines)
     corpus = read_corpus(config.corpus, log, include_offensive=config.include_offensive,
                          max_clients=config.max_clients, seed=config.seed)
@@ -86,35 +126,16 @@ def prepare(config: PrepareConfig) -> PrepareResult:
     split = split_clients(kept, config.heldout_fraction, config.seed)
     vocab, vocab_source = _build_vocab(config, corpus, split.train)
 
-    counts = {name: SplitCounts() for name in SPLITS}
-    sizes = {"train": ClientSizes(), "heldout": ClientSizes()}
-    escaped_ids = 0
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / STATS_FILE).unlink(missing_ok=True)  # the store is incomplete until stats.json is back
-
+    tally = _Tally()
+    work = [(c, False) for c in split.train] + [(c, True) for c in split.heldout]
     with StoreWriter(out / STORE_FILE) as writer:
-        work = [(c, False) for c in split.train] + [(c, True) for c in split.heldout]
         for client, heldout in tqdm(work, desc="writing client store", unit="client"):
-            texts = corpus.clients[client]
-            parts = split_past_future(texts, config.past_fraction) if heldout else (texts,)
-            names = (HELDOUT_PAST, HELDOUT_FUTURE) if heldout else (TRAIN,)
-            stored_id = store_client_id(client)
-            escaped_ids += stored_id != client
-            client_tokens = client_examples = 0
-            for name, part in zip(names, parts):
-                blobs = []
-                for text in part:
-                    ids = encode_text(text, vocab)
-                    text_windows = windows(ids, config.seq_len)
-                    blobs.extend(serialize_tokens(w) for w in text_windows)
-                    counts[name].add_text(text, ids, len(text_windows))
-                    client_tokens += len(ids)
-                written = writer.add(name, stored_id, blobs)
-                counts[name].clients += written > 0
-                client_examples += written
-            sizes["heldout" if heldout else "train"].add(len(texts), client_tokens, client_examples)
+            _write_client(writer, client, corpus.clients[client], heldout, vocab, config, tally)
 
+    found = len(corpus.clients) + corpus.clients_not_read
     stats = {
         "format": FORMAT,
         "corpus": {"name": corpus.name, "source": corpus.source, "files": corpus.files},
@@ -122,21 +143,18 @@ def prepare(config: PrepareConfig) -> PrepareResult:
                   "source": vocab_source},
         "store": {"file": STORE_FILE, "schema": "tff.simulation.datasets SQL client data",
                   "splits": list(SPLITS), "feature": FEATURE, "dtype": "int64",
-                  "example_length": config.seq_len + 1,
-                  "escaped_client_ids": escaped_ids},
+                  "example_length": config.seq_len + 1, "escaped_client_ids": tally.escaped_ids},
         "seq_len": config.seq_len,
         "seed": config.seed,
         "heldout_fraction": config.heldout_fraction,
         "past_fraction": config.past_fraction,
-        "clients": {"found": len(corpus.clients) + corpus.clients_not_read, "kept": len(kept),
-                    "train": len(split.train), "heldout": len(split.heldout)},
-        "splits": {name: counts[name].to_json() for name in SPLITS},
-        "client_sizes": {group: s.to_json() for group, s in sizes.items()},
+        "clients": {"found": found, "kept": len(kept), "train": len(split.train),
+                    "heldout": len(split.heldout)},
+        "splits": {name: counts.to_json() for name, counts in tally.splits.items()},
+        "client_sizes": {group: sizes.to_json() for group, sizes in tally.sizes.items()},
         "skipped": log.counts(),
-        "dropped_clients": {
-            "max_clients": len(corpus.clients) + corpus.clients_not_read - len(kept),
-            "without_texts": log.clients_without_texts,
-        },
+        "dropped_clients": {"max_clients": found - len(kept),
+                            "without_texts": log.clients_without_texts},
         "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()},
     }
     vocab.save(out / VOCAB_FILE)

@@ -93,7 +93,7 @@ class _ExampleText:
             self._parse, self._decode_error = tf.train.Example.FromString, DecodeError
         try:
             features = self._parse(bytes(blob)).features.feature
-        except (self._decode_error, TypeError) as e:
+        except self._decode_error as e:
             log.bad_line(where, "not_example", f"not a serialized tf.train.Example ({e})")
             return None
         if self.feature is None:

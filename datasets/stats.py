@@ -88,6 +88,7 @@ def _bytes(n: int) -> str:
 def format_stats(stats: dict) -> str:
     """The human-readable summary `fedkb data stats` prints."""
     corpus, vocab, skipped = stats["corpus"], stats["vocab"], stats["skipped"]
+    dropped = stats["dropped_clients"]
     lines = [
         f"corpus: {corpus['name']} ({corpus['source']})",
         f"vocabulary: {vocab['size']:,} tokens from {vocab['source']}, sha256 {vocab['sha256'][:12]}",
@@ -101,20 +102,21 @@ def format_stats(stats: dict) -> str:
         lines.append(f"{name:<16}{split['clients']:>9,}{split['texts']:>9,}{split['tokens']:>11,}"
                      f"{split['examples']:>10,}{split['oov_rate']:>10.2%}"
                      f"{_bytes(split['utf8_bytes']):>11}")
-    lines += ["", "per-client size    " + "".join(f"{name:>9}" for name, _ in QUANTILES)]
+    lines += ["", f"{'per-client size':<19}" + "".join(f"{name:>9}" for name, _ in QUANTILES)]
     for group, sizes in stats["client_sizes"].items():
-        clients = stats["clients"][group]
         for measure in SIZE_MEASURES:
-            label = f"{group} {measure}" if measure == "texts" else f"{'':<{len(group)}} {measure}"
-            lines.append(f"{label:<19}" + "".join(f"{sizes[measure][q]:>9}" for q, _ in QUANTILES))
-        lines[-3] = lines[-3] + f"   ({clients:,} clients)"
-    by_reason = ", ".join(f"{n} {r.replace('_', ' ')}"
-                          for r, n in skipped["bad_lines_by_reason"].items())
-    dropped = stats["dropped_clients"]
-    lines += ["", f"skipped: {skipped['bad_lines']} bad lines" + (f" ({by_reason})" if by_reason
-                                                                    else "")
-              + f", {skipped['empty_texts']} empty texts, {skipped['empty_files']} empty files, "
-              f"{skipped['skipped_files']} other files",
-              f"dropped clients: {dropped['max_clients']} by --max-clients, "
-              f"{dropped['without_texts']} without usable texts"]
+            label = f"{group if measure == SIZE_MEASURES[0] else '':<8} {measure}"
+            row = f"{label:<19}" + "".join(f"{sizes[measure][q]:>9}" for q, _ in QUANTILES)
+            if measure == SIZE_MEASURES[0]:
+                row += f"   ({stats['clients'][group]:,} clients)"
+            lines.append(row)
+    reasons = ", ".join(f"{n} {r.replace('_', ' ')}" for r, n in skipped["bad_lines_by_reason"].items())
+    lines += [
+        "",
+        f"skipped: {skipped['bad_lines']} bad lines{f' ({reasons})' if reasons else ''}, "
+        f"{skipped['empty_texts']} empty texts, {skipped['empty_files']} empty files, "
+        f"{skipped['skipped_files']} other files",
+        f"dropped clients: {dropped['max_clients']} by --max-clients, "
+        f"{dropped['without_texts']} without usable texts",
+    ]
     return "\n".join(lines)

@@ -84,7 +84,7 @@ def serialize_tokens(ids: Sequence[int]) -> bytes:
     Example.features(1) -> Features.feature(1, map entry: key 1, value 2)
     -> Feature.int64_list(3) -> Int64List.value(1, packed varints).
     """
-    int64_list = _field(1, b"".join(_varint(i) for i in ids))
+    int64_list = _field(1, b"".join(_varint(i) for i in ids)) if len(ids) else b""
     entry = _FEATURE_KEY + _field(2, _field(3, int64_list))
     return _field(1, _field(1, entry))
 

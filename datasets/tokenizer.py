@@ -24,7 +24,7 @@ SENTENCE_END = frozenset(".!?")
 _WORD = r"[^\W_]+(?:'[^\W_]+)*"
 _TOKEN_RE = re.compile(rf"{_WORD}|[^\w\s]|_")
 # The word being typed at the cursor: may end in an apostrophe ("don'").
-_PARTIAL_RE = re.compile(r"[^\W_]+(?:'[^\W_]*)*$")
+_PARTIAL_RE = re.compile(r"[^\W_]+(?:'[^\W_]*)*\Z")  # \Z: "$" also matches before a final "\n"
 _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'"})
 
 

@@ -28,6 +28,7 @@ def test_split_context_inside_a_word_and_after_a_sentence():
     assert tokenizer.split_context("Hi. ") == ([BOS, "hi", ".", EOS, BOS], "")
     assert tokenizer.split_context("") == ([BOS], "")
     assert tokenizer.split_context("I don'") == ([BOS, "i"], "don'")
+    assert tokenizer.split_context("I am\n") == ([BOS, "i", "am"], "")  # not inside a word
 
 
 @settings(max_examples=300, deadline=None)
