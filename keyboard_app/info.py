@@ -80,7 +80,7 @@ def describe_personal(stats: PersonalStats, *, learning: bool, personalized: boo
 
 
 HIT_EXPLANATION = ("A hit is a word you tapped in the suggestion strip, or that the strip "
-                   "showed while you typed it.")
+                   "showed before you had typed all of it.")
 
 
 def missing_model_help(model_dir: str | Path, problem: str) -> str:

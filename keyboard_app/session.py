@@ -41,8 +41,9 @@ class KeyboardSession:
         self.learner = PersonalLearner(predictor, self.user_dir / PERSONAL_SUBDIR,
                                        learner_config, on_update=on_learner_update)
         self.strip: Strip = EMPTY_STRIP
-        # Words the strip showed since the last word ended: was the next word among them?
-        self._offered: set[str] = set()
+        # Words the strip showed since the last word ended, with the fewest letters typed
+        # when each was shown: could the user have tapped the next word before finishing it?
+        self._offered: dict[str, int] = {}
         self.refresh_suggestions()
 
     @classmethod
@@ -103,7 +104,9 @@ class KeyboardSession:
     def refresh_suggestions(self) -> Strip:
         """One refresh of the strip for the current text (the cost of every key press)."""
         self.strip = refresh_strip(self.predictor.suggest, self.keyboard.text, self.keyboard.cased)
-        self._offered |= self.strip.words
+        typed = len(self.keyboard.partial_word)
+        for word in self.strip.words:
+            self._offered[word] = min(self._offered.get(word, typed), typed)
         return self.strip
 
     def _after(self, edit: Edit) -> None:
@@ -112,10 +115,14 @@ class KeyboardSession:
         self.refresh_suggestions()
 
     def _count_word(self, edit: Edit) -> None:
-        """A finished word is a hit if it was tapped or shown in the strip while typed."""
-        hit = edit.from_suggestion or normalize(edit.completed_word) in self._offered
+        """A finished word is a hit if it was tapped, or shown before its last letter was typed.
+
+        (Once a word is typed in full the strip often shows it anyway; that saves nothing.)
+        """
+        word = normalize(edit.completed_word)
+        hit = edit.from_suggestion or self._offered.get(word, len(word)) < len(word)
         self.learner.record_word(hit)
-        self._offered = set()
+        self._offered = {}
 
     def close(self) -> None:
         self.learner.close()

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from datasets.tokenizer import normalize
+
 SLOTS = 3
 # Slot (left to right) of the 1st, 2nd and 3rd most likely word.
 RANK_TO_SLOT = (1, 0, 2)
@@ -33,8 +35,8 @@ class Strip:
 
     @property
     def words(self) -> frozenset[str]:
-        """The words shown, lowercase, for checking whether a typed word was offered."""
-        return frozenset(word.lower() for word in self.ranked)
+        """The words shown, normalized like the tokenizer, for checking whether a typed word was offered."""
+        return frozenset(normalize(word) for word in self.ranked)
 
 
 EMPTY_STRIP = Strip(slots=("",) * SLOTS, ranked=())
