@@ -7,7 +7,6 @@ so light commands stay light) and prints the result.
 from __future__ import annotations
 
 import argparse
-import json
 
 from datasets.errors import FedKBError
 
@@ -20,11 +19,51 @@ def _not_built(name: str):
 
 
 run_data = _not_built("data")
-run_train = _not_built("train")
-run_eval = _not_built("eval")
+def train_config_from_args(args: argparse.Namespace) -> "TrainConfig":
+    """TrainConfig defaults, overridden by the flags the user gave."""
+    from fl_pipeline.config import TrainConfig
+
+    fields = ("rounds", "clients_per_round", "local_epochs", "batch_size",
+              "max_examples_per_client", "client_lr", "server_optimizer", "server_lr",
+              "eval_every", "eval_clients", "checkpoint_every", "seed", "dp_noise_multiplier")
+    overrides = {name: getattr(args, name) for name in fields if getattr(args, name) is not None}
+    if args.workers:
+        overrides["workers"] = tuple(w.strip() for w in args.workers.split(",") if w.strip())
+    try:
+        return TrainConfig(secure_agg=args.secure_agg, compress=args.compress, **overrides)
+    except ValueError as e:
+        raise FedKBError(str(e).replace("TrainConfig.", "--").replace("_", "-")) from None
 
 
+def run_train(args: argparse.Namespace) -> int:
+    from fl_pipeline import run
+
+    if args.resume is not None:
+        summary = run.resume(args.resume)
+        run_dir = args.resume
+    else:
+        model = {name: getattr(args, name) for name in ("embedding_dim", "lstm_units")
+                 if getattr(args, name) is not None}
+        summary = run.train(args.data, args.out, train_config_from_args(args), model)
+        run_dir = args.out
+    heldout = summary["final_metrics"]["heldout"]
+    print(f"trained {summary['rounds']} rounds on {summary['clients_seen']} of "
+          f"{summary['training_clients']} phones in {summary['wall_time_s']:.0f} s; held-out "
+          f"top-1 {heldout['top1_accuracy']:.3f}, top-3 {heldout['top3_accuracy']:.3f}")
+    if summary["dp"]:
+        print(f"differential privacy: epsilon {summary['dp']['epsilon']:.2f} "
+              f"at delta {summary['dp']['delta']:.1e}")
+    print(f"run directory: {run_dir}")
+    return 0
+def run_eval(args: argparse.Namespace) -> int:
+    from fl_pipeline.evaluate import compare, format_table
+
+    print(format_table(compare(args.run_dir)))
+    print(f"written to {args.run_dir / 'eval.json'}")
+    return 0
 def run_export(args: argparse.Namespace) -> int:
+    import json
+
     from fl_pipeline.export import export_run
 
     out = export_run(args.run_dir, args.out, quantize=not args.float32, progress=True)
@@ -34,17 +73,16 @@ def run_export(args: argparse.Namespace) -> int:
           f"context {card['model']['context_len']} tokens, train batch "
           f"{card['personal_layer']['train_batch_size']}")
     return 0
-
-
 def run_predict(args: argparse.Namespace) -> int:
     from keyboard_app.predictor import Predictor  # LiteRT only, no TensorFlow
 
     for word in Predictor(args.model).suggest(args.text, k=args.k):
         print(word)
     return 0
-
-
 run_app = _not_built("app")
-run_worker = _not_built("worker")
+def run_worker(args: argparse.Namespace) -> int:
+    from fl_pipeline.execution import serve_forever
+
+    return serve_forever(args.port)
 run_bench = _not_built("bench")
 run_demo = _not_built("demo")

@@ -121,11 +121,13 @@ def read_model_dir(path: str | Path) -> ModelDir:
     """
     path = Path(path)
     if not path.exists():
-        raise ModelDirError(f"{path}: model directory not found; create it with `fedkb export RUN_DIR --out {path}`")
+        raise ModelDirError(f"{path}: model directory not found; create it with "
+                            f"`fedkb export RUN_DIR --out {path}`")
     if not path.is_dir():
         raise ModelDirError(f"{path}: not a directory; pass the directory written by `fedkb export`")
     if not any(path.iterdir()):
-        raise ModelDirError(f"{path}: model directory is empty; create it with `fedkb export RUN_DIR --out {path}`")
+        raise ModelDirError(f"{path}: model directory is empty; create it with "
+                            f"`fedkb export RUN_DIR --out {path}`")
     card = _read_card(path)
 
     model_path = path / MODEL_FILE

@@ -76,10 +76,10 @@ class Predictor:
         except (ValueError, RuntimeError) as e:
             raise ModelDirError(f"{model_path}: LiteRT cannot load it ({_first_line(e)}); "
                                 "re-run `fedkb export`") from None
-        self._runners = self._signature_runners(checked.expected_signatures(), model_path)
-        self._personal_specs = {
-            name: tuple(shape) for name, (_, shape)
-            in checked.expected_signatures()["get_personal"]["outputs"].items()}
+        expected = checked.expected_signatures()
+        self._runners = self._signature_runners(expected, model_path)
+        self._personal_specs = {name: shape for name, (_, shape)
+                                in expected["get_personal"]["outputs"].items()}
         self._build_word_index()
         self._cache_key: tuple[int, ...] | None = None
         self._cache_value: np.ndarray | None = None

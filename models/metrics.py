@@ -17,7 +17,8 @@ from datasets.vocab import BOS_ID, OOV_ID, PAD_ID
 def target_mask(y_true: tf.Tensor) -> tf.Tensor:
     """1.0 where the target counts, 0.0 at ``<pad>`` and ``<bos>``."""
     y_true = tf.cast(y_true, tf.int32)
-    return tf.cast((y_true != PAD_ID) & (y_true != BOS_ID), tf.float32)
+    # tf.not_equal, not `!=`: TFF traces in graphs where `!=` compares objects.
+    return tf.cast(tf.not_equal(y_true, PAD_ID) & tf.not_equal(y_true, BOS_ID), tf.float32)
 
 
 class MaskedLoss(tf.keras.losses.Loss):
@@ -54,7 +55,7 @@ class TopKAccuracy(tf.keras.metrics.Mean):
     def update_state(self, y_true, y_pred, sample_weight=None):
         y_true = tf.cast(y_true, tf.int32)
         top_k = tf.math.top_k(y_pred, k=self.k).indices  # [B, T, k]
-        hit = tf.reduce_any(top_k == y_true[..., None], axis=-1) & (y_true != OOV_ID)
+        hit = tf.reduce_any(tf.equal(top_k, y_true[..., None]), axis=-1) & tf.not_equal(y_true, OOV_ID)
         return super().update_state(tf.cast(hit, tf.float32), sample_weight=target_mask(y_true))
 
     def get_config(self):

@@ -11,6 +11,10 @@ language in which the next word depends only on the previous word's class
 (words are dealt into classes round-robin; the next class is fixed and the
 word inside a class follows a steep geometric law), so a model with a
 16-dimensional embedding learns it and its top-3 words are well separated.
+
+Use from a test module (pytest puts `tests/` on sys.path):
+
+    from factories import make_model_dir, tiny_model_dir  # noqa: F401 (a fixture)
 """
 
 from __future__ import annotations
@@ -95,6 +99,8 @@ def make_run_dir(path: str | Path, *, vocab_words: list[str], corpus_texts: list
     model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate), loss=MaskedLoss(),
                   metrics=[TokenLoss(), TopKAccuracy(1), TopKAccuracy(3)])
     train = training_windows(train_texts, vocab, seq_len)
+    if len(train) == 0:
+        raise ValueError("corpus_texts hold no tokens to train on")
     model.fit(train[:, :-1], train[:, 1:], batch_size=batch_size, epochs=epochs, shuffle=True,
               verbose=0)
     heldout = training_windows(heldout_texts, vocab, seq_len)

@@ -143,7 +143,8 @@ def test_fedkb_export_cli_writes_a_model_directory(tiny_run_dir, tmp_path):
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert "model.tflite" in out.stdout and "float32" in out.stdout
-    assert json.loads((tmp_path / "model" / "model_card.json").read_text())["file"]["quantization"] == "none (float32)"
+    card = json.loads((tmp_path / "model" / "model_card.json").read_text())
+    assert card["file"]["quantization"] == "none (float32)"
     assert Predictor(tmp_path / "model").suggest("")
 
 

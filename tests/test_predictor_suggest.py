@@ -74,7 +74,8 @@ def test_pronoun_i_is_suggested_capitalized(predictor):
     assert display_form("in") == "in" and display_form("i've") == "I've"
     completions = predictor.suggest("so i", k=50)
     assert "I" in completions and "i" not in completions and "it" in completions
-    assert predictor.suggest("so i'", k=5) and all(w.startswith("I'") for w in predictor.suggest("so i'", k=5))
+    contractions = predictor.suggest("so i'", k=5)
+    assert contractions and all(w.startswith("I'") for w in contractions)
 
 
 def test_context_is_the_last_T_tokens_left_padded(predictor):
@@ -105,7 +106,7 @@ def test_bad_arguments_raise_value_error(predictor):
         predictor.logprobs([-1])
 
 
-def test_predictor_never_imports_tensorflow(tiny_model_dir):
+def test_predictor_and_fedkb_predict_never_import_tensorflow(tiny_model_dir):
     code = f"""
 import sys
 import numpy as np
@@ -118,11 +119,13 @@ c, t = p.training_examples("it is not the way.")
 p.train_step(np.resize(c, (p.train_batch_size, p.context_len)), np.resize(t, p.train_batch_size))
 p.set_personal(p.get_personal())
 p.fine_tune(["we have more of the same."])
+from fl_pipeline.cli import main
+assert main(["predict", "--model", {str(tiny_model_dir)!r}, "the"]) == 0
 print("tensorflow" in sys.modules, "keras" in sys.modules)
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["False", "False"]
+    assert out.stdout.split()[-2:] == ["False", "False"]
 
 
 def test_fedkb_predict_prints_one_suggestion_per_line(tiny_model_dir, predictor):

@@ -1,0 +1,227 @@
+"""What a team would do instead of federated learning, measured the same way.
+
+Every model is scored on the same held-out clients' `future` texts with the
+same metrics (`models.metrics`): top-1/top-3 next-word accuracy ignoring
+`<pad>`/`<bos>` targets, `<oov>` never right, and perplexity.
+
+- federated: the run's final model.
+- centralized: the same model trained on the pooled text of the training
+  clients (all of it on one server: best case, no privacy), for the same
+  number of example passes the federated run made.
+- local-only: each held-out client trains a fresh model alone on its own
+  `past` texts (private, but a phone sees little text).
+- n-gram: an interpolated Kneser-Ney trigram on the pooled training text,
+  the classic keyboard model.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import tensorflow as tf
+from tqdm.auto import tqdm
+
+from datasets.vocab import BOS_ID, OOV_ID, PAD_ID
+from fl_pipeline.client_data import to_model_batches
+from models.metrics import TokenLoss, TopKAccuracy, target_mask
+from models.next_word import ModelConfig, build_model
+
+
+@dataclass
+class Score:
+    """Token-weighted metrics of one model on the held-out clients' future texts."""
+
+    top1_accuracy: float
+    top3_accuracy: float
+    token_loss: float
+    tokens: int
+
+    @property
+    def perplexity(self) -> float:
+        return math.exp(self.token_loss) if math.isfinite(self.token_loss) else float("inf")
+
+    def to_json(self) -> dict:
+        return {"top1_accuracy": self.top1_accuracy, "top3_accuracy": self.top3_accuracy,
+                "token_loss": self.token_loss, "perplexity": self.perplexity, "tokens": self.tokens}
+
+
+class Scorer:
+    """Accumulates the metrics over batches (x [B, T], y [B, T], logits [B, T, V])."""
+
+    def __init__(self):
+        self.metrics = [TopKAccuracy(1), TopKAccuracy(3), TokenLoss()]
+        self.tokens = 0.0
+
+    def update(self, y, logits) -> None:
+        for metric in self.metrics:
+            metric.update_state(y, logits)
+        self.tokens += float(tf.reduce_sum(target_mask(y)))
+
+    def merge(self, other: "Scorer") -> None:
+        for mine, theirs in zip(self.metrics, other.metrics):
+            mine.merge_state([theirs])
+        self.tokens += other.tokens
+
+    def result(self) -> Score:
+        top1, top3, loss = (float(m.result()) for m in self.metrics)
+        return Score(top1, top3, loss, int(self.tokens))
+
+
+def predictor(model: tf.keras.Model):
+    """The model's forward pass as one traced function (x [B, T] -> logits)."""
+    return tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+
+
+def score_keras(model: tf.keras.Model, batches: tf.data.Dataset, predict=None) -> Scorer:
+    predict = predict or predictor(model)
+    scorer = Scorer()
+    for x, y in batches:
+        scorer.update(y, predict(x))
+    return scorer
+
+
+def train_centralized(model_config: ModelConfig, pooled: tf.data.Dataset, *, examples: int,
+                      batch_size: int, learning_rate: float = 2e-3, seed: int = 0,
+                      show_progress: bool = True) -> tf.keras.Model:
+    """The same model on the pooled text for `examples` example passes (Adam)."""
+    model = build_model(model_config, seed=seed)
+    optimizer = tf.keras.optimizers.Adam(learning_rate)
+    steps = max(1, examples // batch_size)
+    batches = to_model_batches(pooled.shuffle(10_000, seed=seed).repeat(), batch_size=batch_size)
+    loss_fn = _masked_loss
+
+    @tf.function
+    def step(x, y):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(y, model(x, training=True))
+        optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables),
+                                      model.trainable_variables))
+        return loss
+
+    for x, y in tqdm(batches.take(steps), total=steps, desc="centralized", unit="step",
+                     disable=not show_progress, leave=False):
+        step(x, y)
+    return model
+
+
+def _masked_loss(y, logits):
+    per_token = tf.keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
+    mask = target_mask(y)
+    return tf.reduce_sum(per_token * mask) / tf.maximum(tf.reduce_sum(mask), 1.0)
+
+
+def score_local_only(model_config: ModelConfig, past, future, client_ids: list[str], *,
+                     batch_size: int, learning_rate: float, epochs: int = 5, seed: int = 0,
+                     show_progress: bool = True) -> Score:
+    """Each client trains a fresh copy of the model on its own past texts only (SGD)."""
+    model = build_model(model_config, seed=seed)
+    initial = model.get_weights()
+    optimizer = tf.keras.optimizers.SGD(learning_rate)  # stateless: nothing to reset
+
+    @tf.function
+    def step(x, y):
+        with tf.GradientTape() as tape:
+            loss = _masked_loss(y, model(x, training=True))
+        optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables),
+                                      model.trainable_variables))
+
+    predict = predictor(model)
+    past_ids = set(past.client_ids)
+    total = Scorer()
+    for client_id in tqdm(client_ids, desc="local-only", unit="client", disable=not show_progress,
+                          leave=False):
+        model.set_weights(initial)
+        if client_id in past_ids:
+            own = to_model_batches(past.create_tf_dataset_for_client(client_id),
+                                   batch_size=batch_size, epochs=epochs,
+                                   shuffle_seed=seed)
+            for x, y in own:
+                step(x, y)
+        total.merge(score_keras(model, to_model_batches(
+            future.create_tf_dataset_for_client(client_id), batch_size=64), predict))
+    return total.result()
+
+
+class KneserNeyTrigram:
+    """Interpolated Kneser-Ney trigram over token ids (Chen & Goodman, 1998).
+
+    Written here with numpy rather than taken from NLTK: the metrics need the
+    whole next-word distribution at every position (top-3 over 10k words),
+    which NLTK's per-word scoring makes hours long; here a position costs a
+    few vector operations.
+    """
+
+    def __init__(self, vocab_size: int, discount: float = 0.75):
+        self.vocab_size = vocab_size
+        self.d = discount
+        self.trigram = collections.defaultdict(collections.Counter)  # (u, v) -> {w: count}
+
+    def fit(self, windows) -> "KneserNeyTrigram":
+        """`windows`: iterable of int arrays (left-padded windows of token ids)."""
+        for window in windows:
+            ids = [int(i) for i in window]
+            for u, v, w in zip(ids, ids[1:], ids[2:]):
+                self.trigram[(u, v)][w] += 1
+        self._finish()
+        return self
+
+    def _finish(self) -> None:
+        V = self.vocab_size
+        # N1+(. v w): distinct left contexts of each bigram, from the trigram table.
+        left_contexts = collections.defaultdict(set)
+        for (u, v), followers in self.trigram.items():
+            for w in followers:
+                left_contexts[(v, w)].add(u)
+        bigram_kn = collections.defaultdict(dict)  # v -> {w: N1+(. v w)}
+        for (v, w), lefts in left_contexts.items():
+            bigram_kn[v][w] = len(lefts)
+        # Unigram continuation: N1+(. w) over distinct bigram types (v, w).
+        unigram = np.zeros(V)
+        for (v, w) in left_contexts:
+            unigram[w] += 1
+        unigram += 1e-3  # every word keeps a sliver of probability
+        self.p_unigram = unigram / unigram.sum()
+        self.bigram = {v: (np.fromiter(f, int), np.fromiter(f.values(), float))
+                       for v, f in bigram_kn.items()}
+        self.trigram_arrays = {uv: (np.fromiter(f, int), np.fromiter(f.values(), float))
+                               for uv, f in self.trigram.items()}
+
+    def _interpolate(self, lower: np.ndarray, table) -> np.ndarray:
+        if table is None:
+            return lower
+        words, counts = table
+        total = counts.sum()
+        p = lower * (self.d * len(words) / total)
+        p[words] += np.maximum(counts - self.d, 0) / total
+        return p
+
+    def distribution(self, u: int, v: int) -> np.ndarray:
+        """P(w | u, v) over the whole vocabulary."""
+        p_bigram = self._interpolate(self.p_unigram, self.bigram.get(v))
+        return self._interpolate(p_bigram, self.trigram_arrays.get((u, v)))
+
+    def score(self, windows, show_progress: bool = True) -> Score:
+        hits1 = hits3 = 0
+        loss = 0.0
+        counted = 0
+        for window in tqdm(windows, desc="n-gram", unit="window", disable=not show_progress,
+                           leave=False):
+            ids = [int(i) for i in window]
+            for position in range(1, len(ids)):
+                target = ids[position]
+                if target in (PAD_ID, BOS_ID):
+                    continue
+                u = ids[position - 2] if position >= 2 else PAD_ID
+                p = self.distribution(u, ids[position - 1])
+                top3 = np.argpartition(-p, 3)[:3]
+                top1 = int(np.argmax(p))
+                counted += 1
+                loss -= math.log(max(p[target], 1e-12))
+                if target != OOV_ID:
+                    hits1 += top1 == target
+                    hits3 += target in top3
+        counted = max(counted, 1)
+        return Score(hits1 / counted, hits3 / counted, loss / counted, counted)

@@ -1,0 +1,61 @@
+"""Settings of a federated training run, as one dataclass.
+
+The CLI fills it from flags; `config.json` in the run directory stores it,
+so `fedkb train --resume` and later stages need nothing else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+SERVER_OPTIMIZERS = ("sgd", "momentum", "adam", "yogi")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    rounds: int = 60
+    clients_per_round: int = 10
+    local_epochs: int = 1
+    batch_size: int = 16
+    max_examples_per_client: int = 64  # caps the work of the most talkative phones
+    client_lr: float = 0.5  # client SGD
+    server_optimizer: str = "adam"  # adam = FedAdam (Reddi et al., 2021)
+    server_lr: float = 0.01
+    eval_every: int = 10  # rounds between federated evaluations of held-out clients
+    eval_clients: int = 100  # held-out clients per evaluation (all, if fewer)
+    checkpoint_every: int = 5  # rounds between saved program states
+    seed: int = 0
+    dp_noise_multiplier: float | None = None
+    secure_agg: bool = False
+    compress: bool = False
+    workers: tuple[str, ...] = ()  # host:port of `fedkb worker`s; empty = one local worker
+
+    def __post_init__(self):
+        for name in ("rounds", "clients_per_round", "local_epochs", "batch_size",
+                     "max_examples_per_client", "eval_every", "eval_clients", "checkpoint_every"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"TrainConfig.{name} must be a positive integer, got {value!r}")
+        if self.server_optimizer not in SERVER_OPTIMIZERS:
+            raise ValueError(f"TrainConfig.server_optimizer must be one of {SERVER_OPTIMIZERS}, "
+                             f"got {self.server_optimizer!r}")
+        for name in ("client_lr", "server_lr"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"TrainConfig.{name} must be positive, got {getattr(self, name)!r}")
+        if self.dp_noise_multiplier is not None:
+            if self.dp_noise_multiplier < 0:
+                raise ValueError("TrainConfig.dp_noise_multiplier must be >= 0, "
+                                 f"got {self.dp_noise_multiplier!r}")
+            if self.secure_agg or self.compress:
+                raise ValueError("differential privacy (dp_noise_multiplier) cannot be combined "
+                                 "with secure_agg or compress in FedKB: choose one")
+        if self.secure_agg and self.compress:
+            raise ValueError("secure_agg and compress cannot be combined: choose one")
+
+    def to_json(self) -> dict:
+        return {**dataclasses.asdict(self), "workers": list(self.workers)}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "TrainConfig":
+        return cls(**{**data, "workers": tuple(data.get("workers", ()))})

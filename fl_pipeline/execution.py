@@ -1,0 +1,152 @@
+"""The TFF execution context FedKB owns: TFF worker processes and their shutdown.
+
+TFF's default local context starts a C++ `worker_binary` and stops it only in
+a `__del__`, so the process often outlives Python. FedKB starts the worker
+itself (it is the same binary TFF's remote execution uses), connects TFF's
+`RemoteExecutor` to it, and stops it on normal exit, on exceptions, on
+SIGINT/SIGTERM and, through the kernel's parent-death signal, even when the
+trainer is killed with SIGKILL.
+
+With `workers=["host:port", ...]` nothing is started locally: each round's
+clients are split across those workers by TFF's mergeable-computation
+context. What crosses the network is the model, client ids and the updates;
+each worker reads its clients' text from its own copy of the client store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import signal
+import subprocess
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import grpc
+import portpicker
+import tensorflow_federated as tff
+
+from datasets.errors import FedKBError
+
+WORKER_BINARY = Path(tff.__file__).parent / "data" / "worker_binary"
+_GRPC_OPTIONS = [("grpc.max_send_message_length", 2_000_000_000),
+                 ("grpc.max_receive_message_length", 2_000_000_000)]
+_PR_SET_PDEATHSIG = 1
+
+
+class WorkerError(FedKBError):
+    """A TFF worker that could not be started or reached."""
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def start_worker(port: int, log_path: Path | None = None) -> subprocess.Popen:
+    """Starts TFF's C++ worker serving on `port`; it dies when this process dies."""
+    if not WORKER_BINARY.is_file():
+        raise WorkerError(f"TFF worker binary not found at {WORKER_BINARY}; reinstall with `uv sync`")
+    log = open(log_path, "ab") if log_path else subprocess.DEVNULL
+    try:
+        return subprocess.Popen([str(WORKER_BINARY), f"--port={port}"], stdout=log, stderr=log,
+                                stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+    finally:
+        if log_path:
+            log.close()
+
+
+def stop_worker(process: subprocess.Popen, timeout: float = 5.0) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _compile(comp):
+    """TFF's native compilation, after replacing secure-sum intrinsics with
+    their plain-TensorFlow equivalents: TFF's simulation runtime reproduces
+    secure aggregation's numerics (bounds, clipping, integer sums), not its
+    cryptography, exactly as TFF's own test contexts do."""
+    comp = tff.backends.test.replace_secure_intrinsics_with_bodies(comp)
+    return tff.backends.native.desugar_and_transform_to_native(comp)
+
+
+def remote_context(address: str, timeout: float = 30.0) -> tff.framework.AsyncExecutionContext:
+    """An async TFF context executing on the worker at `address` (host:port)."""
+    stub = tff.framework.RemoteExecutorGrpcStub(grpc.insecure_channel(address, _GRPC_OPTIONS))
+    deadline = time.monotonic() + timeout
+    while not stub.is_ready:
+        if time.monotonic() > deadline:
+            raise WorkerError(f"no TFF worker answers at {address}; start one there with "
+                              f"`fedkb worker --port {address.rsplit(':', 1)[-1]}`")
+        time.sleep(0.2)
+
+    def executor_for(cardinalities):
+        # Computations without client-placed arguments (e.g. `initialize`)
+        # carry no client count; TFF's own local factory uses 0 for them.
+        cardinalities.setdefault(tff.CLIENTS, 0)
+        executor = tff.framework.RemoteExecutor(stub)
+        executor.set_cardinalities(cardinalities)
+        return executor
+
+    return tff.framework.AsyncExecutionContext(
+        executor_fn=tff.framework.ResourceManagingExecutorFactory(executor_for),
+        compiler_fn=_compile,
+        transform_args=tff.tensorflow.transform_args,
+        transform_result=tff.tensorflow.transform_result,
+    )
+
+
+class SplitAcrossWorkers(tff.framework.AsyncContext):
+    """Runs each computation split over several workers (TFF's mergeable form),
+    behind the async interface `tff.program.NativeFederatedContext` expects."""
+
+    def __init__(self, contexts: Sequence[tff.framework.AsyncExecutionContext]):
+        self._context = tff.backends.native.create_mergeable_comp_execution_context(contexts)
+
+    async def invoke(self, comp, arg):
+        return await asyncio.to_thread(self._context.invoke, comp, arg)
+
+
+def _raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@contextlib.contextmanager
+def federated_context(workers: Sequence[str] = (), log_path: Path | None = None
+                      ) -> Iterator[tff.program.NativeFederatedContext]:
+    """The context a training or evaluation program runs in; workers stop on exit."""
+    processes: list[subprocess.Popen] = []
+    previous_sigterm = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    try:
+        addresses = list(workers)
+        if not addresses:
+            port = portpicker.pick_unused_port()
+            processes.append(start_worker(port, log_path))
+            addresses = [f"localhost:{port}"]
+        contexts = [remote_context(address) for address in addresses]
+        context = contexts[0] if len(contexts) == 1 else SplitAcrossWorkers(contexts)
+        program_context = tff.program.NativeFederatedContext(context)
+        with tff.framework.get_context_stack().install(program_context):
+            yield program_context
+    finally:
+        for process in processes:
+            stop_worker(process)
+        signal.signal(signal.SIGTERM, previous_sigterm)
+
+
+def serve_forever(port: int) -> int:
+    """`fedkb worker`: run a worker in the foreground until interrupted."""
+    process = start_worker(port)
+    print(f"TFF worker serving on port {port} (Ctrl-C to stop)", flush=True)
+    try:
+        return process.wait()
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        stop_worker(process)

@@ -1,0 +1,161 @@
+"""A training run directory: create it, resume it, summarize it.
+
+    RUN_DIR/
+      config.json            model, training and data settings (all a later stage needs)
+      vocab.json             the vocabulary, with its SHA-256
+      checkpoints/           TFF program state every K rounds (resumable)
+      metrics.csv            training metrics per round
+      eval_metrics.csv       held-out clients' metrics every K rounds
+      tensorboard/           the same metrics as TensorBoard events
+      final_model.weights.h5 Keras weights of the final model
+      summary.json           rounds, clients, examples, final metrics, time, bytes, privacy
+      worker.log             the TFF worker's own log
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+
+from datasets.errors import FedKBError
+from fl_pipeline.client_data import SeededClientIterator
+from fl_pipeline.config import TrainConfig
+from fl_pipeline.privacy import dp_epsilon, upload_bytes
+from models.next_word import ModelConfig, build_model, count_parameters
+
+
+class RunDirError(FedKBError):
+    """A run directory that cannot be created, resumed or read."""
+
+
+def read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text("utf-8"))
+    except FileNotFoundError:
+        raise RunDirError(f"{path}: not found; is {path.parent} a FedKB run directory?") from None
+    except (OSError, ValueError) as e:
+        raise RunDirError(f"{path}: unreadable ({e})") from None
+
+
+def write_json(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False), "utf-8")
+    tmp.replace(path)
+
+
+def load_run_config(run_dir: Path) -> tuple[ModelConfig, TrainConfig, dict]:
+    config = read_json(run_dir / "config.json")
+    try:
+        return ModelConfig(**config["model"]), TrainConfig.from_json(config["train"]), config["data"]
+    except (KeyError, TypeError, ValueError) as e:
+        raise RunDirError(f"{run_dir / 'config.json'}: not a FedKB run config ({e})") from None
+
+
+def open_store(data_dir: Path):
+    from datasets.store import ClientStore
+
+    return ClientStore(data_dir)
+
+
+def train(data_dir: Path, run_dir: Path, config: TrainConfig, model_overrides: dict | None = None,
+          show_progress: bool = True) -> dict:
+    """Starts a new run in `run_dir` (which must not hold one) and trains it to the end."""
+    store = open_store(data_dir)
+    if (run_dir / "config.json").exists():
+        raise RunDirError(f"{run_dir} already holds a run; continue it with "
+                          f"`fedkb train --resume {run_dir}` or choose another --out")
+    model_config = ModelConfig(vocab_size=len(store.vocab), seq_len=store.seq_len,
+                               **(model_overrides or {}))
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(store.data_dir / "vocab.json", run_dir / "vocab.json")
+        write_json(run_dir / "config.json", {
+            "model": model_config.to_json(),
+            "train": config.to_json(),
+            "data": {"dir": str(store.data_dir.resolve()), "vocab_sha256": store.vocab.sha256},
+        })
+    except OSError as e:
+        raise RunDirError(f"{run_dir}: cannot write the run directory ({e.strerror})") from None
+    return _run(run_dir, store, model_config, config, show_progress)
+
+
+def resume(run_dir: Path, show_progress: bool = True) -> dict:
+    """Continues a run from its last complete checkpoint, with its own config."""
+    model_config, config, data = load_run_config(run_dir)
+    store = open_store(Path(data["dir"]))
+    if store.vocab.sha256 != data["vocab_sha256"]:
+        raise RunDirError(f"{data['dir']}: its vocabulary changed since {run_dir} started "
+                          "(sha256 differs); prepare the data again with the run's settings")
+    return _run(run_dir, store, model_config, config, show_progress)
+
+
+def _run(run_dir: Path, store, model_config: ModelConfig, config: TrainConfig,
+         show_progress: bool) -> dict:
+    from fl_pipeline.program import run_program
+
+    started = time.monotonic()
+    run_program(run_dir, store, model_config, config, show_progress)
+    summary = summarize(run_dir, store, model_config, config, time.monotonic() - started)
+    write_json(run_dir / "summary.json", summary)
+    return summary
+
+
+def read_metrics_csv(path: Path) -> list[dict[str, float]]:
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(f)]
+
+
+def metric_column(row: dict[str, float], name: str) -> float | None:
+    """`name` from a CSV row whose columns are TFF's nested metric paths."""
+    for column, value in row.items():
+        if column == name or column.endswith("/" + name):
+            return value
+    return None
+
+
+def summarize(run_dir: Path, store, model_config: ModelConfig, config: TrainConfig,
+              wall_time_s: float) -> dict:
+    train_ids = store.client_ids("train")
+    per_round = min(config.clients_per_round, len(train_ids))
+    sampler = SeededClientIterator(train_ids, config.seed)
+    clients_seen = set()
+    for _ in range(config.rounds):
+        clients_seen.update(sampler.select(per_round))
+    rounds = read_metrics_csv(run_dir / "metrics.csv")
+    evaluations = read_metrics_csv(run_dir / "eval_metrics.csv")
+    final = evaluations[-1] if evaluations else {}
+    heldout = {name: metric_column(final, name)
+               for name in ("top1_accuracy", "top3_accuracy", "token_loss", "tokens")}
+    if heldout["token_loss"] is not None:
+        heldout["perplexity"] = math.exp(heldout["token_loss"])
+    model = build_model(model_config)
+    sizes = [w.shape.num_elements() for w in model.trainable_weights]
+    dp = None
+    if config.dp_noise_multiplier is not None:
+        epsilon, delta = dp_epsilon(config.dp_noise_multiplier, per_round, len(train_ids), config.rounds)
+        dp = {"noise_multiplier": config.dp_noise_multiplier, "epsilon": epsilon, "delta": delta}
+    corpus = store.stats.get("corpus", {})
+    return {
+        "rounds": config.rounds,
+        "clients_per_round": per_round,
+        "training_clients": len(train_ids),
+        "heldout_clients": len(store.client_ids("heldout_future")),
+        "clients_seen": len(clients_seen),
+        "examples": int(sum(metric_column(r, "num_examples") or 0 for r in rounds)),
+        "corpus": corpus,
+        "model_parameters": count_parameters(model),
+        "dp": dp,
+        "secure_aggregation": config.secure_agg,
+        "compression": config.compress,
+        "final_metrics": {"heldout": heldout},
+        "wall_time_s": wall_time_s,
+        "upload_bytes_per_client_per_round": upload_bytes(sizes, config.compress),
+        "raw_text_bytes_of_training_clients": store.stats.get("splits", {}).get("train", {}).get("text_bytes"),
+        "vocab_sha256": store.vocab.sha256,
+    }
