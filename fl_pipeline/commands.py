@@ -79,7 +79,18 @@ def run_predict(args: argparse.Namespace) -> int:
     for word in Predictor(args.model).suggest(args.text, k=args.k):
         print(word)
     return 0
-run_app = _not_built("app")
+
+
+def run_app(args: argparse.Namespace) -> int:
+    from keyboard_app.app import has_display, run_app as open_app  # Kivy + LiteRT, no TensorFlow
+
+    if not has_display():
+        raise FedKBError("no display to open the app window on (DISPLAY is not set); run it on a "
+                         "desktop, or on a virtual one: xvfb-run -a -s \"-screen 0 1280x720x24 "
+                         "+extension GLX\" fedkb app")
+    return open_app(args.model, args.user_dir)
+
+
 def run_worker(args: argparse.Namespace) -> int:
     from fl_pipeline.execution import serve_forever
 
