@@ -191,7 +191,8 @@ class FedKBApp(App):
     def forget(self) -> None:
         self.session.learner.forget()
         self.session.refresh_suggestions()
-        self.notice = "Deleted: your stored messages and personal weights. Suggestions come from the federated model."
+        self.notice = ("Deleted: your stored messages and personal weights. Suggestions come "
+                       "from the federated model.")
         self._show()
 
     def show(self, screen: str) -> None:

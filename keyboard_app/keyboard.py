@@ -181,7 +181,7 @@ class Keyboard:
         return NO_WORD
 
     def delete_word(self) -> Edit:
-        """Deletes back to the previous word's start (Ctrl+Backspace): spaces, then a word or one symbol."""
+        """Deletes back to the previous word's start (Ctrl+Backspace): spaces, then a word or a symbol."""
         text = self.text.rstrip()
         partial = partial_word(text)
         self.text = text[: len(text) - len(partial)] if partial else text[:-1]

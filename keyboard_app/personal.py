@@ -225,7 +225,7 @@ class PersonalLearner:
             return True
 
     def personalize_blocking(self) -> FineTuneResult:
-        """One pass on the calling thread (waits for a background pass first). For tests and `fedkb bench`."""
+        """One pass on the calling thread, after any background pass (for tests and `fedkb bench`)."""
         self.wait()
         with self._lock:
             generation, messages, stored = self._snapshot_locked()
@@ -321,7 +321,7 @@ class PersonalLearner:
     # -- forgetting ---------------------------------------------------------------
 
     def forget(self) -> None:
-        """Deletes the stored messages, the personal weights and the statistics; the federated model again.
+        """Deletes stored messages, personal weights and statistics: the federated model again.
 
         A pass running meanwhile finishes on its own copy and is discarded.
         The learning switch keeps its position.

@@ -70,7 +70,7 @@ class KeyboardSession:
             self._after(self.keyboard.press(key))
 
     def type_text(self, text: str) -> None:
-        """Characters from a physical keyboard, as typed (the strip refreshes after each, as it would)."""
+        """Characters from a physical keyboard, as typed; the strip refreshes after each one."""
         for char in text:
             self._after(self.keyboard.type_char(char))
 

@@ -35,7 +35,7 @@ class Strip:
 
     @property
     def words(self) -> frozenset[str]:
-        """The words shown, normalized like the tokenizer, for checking whether a typed word was offered."""
+        """The words shown, normalized like the tokenizer: was a typed word offered?"""
         return frozenset(normalize(word) for word in self.ranked)
 
 

@@ -34,7 +34,8 @@ NO_DISPLAY = ("no display: the GUI tests need one; run them under xvfb-run, e.g.
               "tests/test_app_gui.py")
 
 pytestmark = pytest.mark.skipif(
-    sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")),
+    sys.platform.startswith("linux")
+    and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")),
     reason=NO_DISPLAY)
 
 
@@ -201,7 +202,8 @@ def _scenario_main(name: str, model_dir: str, user_dir: str, out_dir: str) -> No
         yield from frames(2)
         result["conversation_after_send"] = list(app.conversation)
         result["text_after_send"] = app.text
-        result["bubbles_after_send"] = sum(type(w).__name__ == "MessageBubble" for w in app.root.current_screen.walk())
+        result["bubbles_after_send"] = sum(type(w).__name__ == "MessageBubble"
+                                          for w in app.root.current_screen.walk())
 
         for char in "Hello worlds":  # a physical keyboard: text input events and special keys
             Window.dispatch("on_textinput", char)
