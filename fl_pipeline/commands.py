@@ -113,7 +113,14 @@ def run_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-run_app = _not_built("app")
+def run_app(args: argparse.Namespace) -> int:
+    from keyboard_app.app import has_display, run_app as open_app  # Kivy + LiteRT, no TensorFlow
+
+    if not has_display():
+        raise FedKBError("no display to open the app window on (DISPLAY is not set); run it on a "
+                         "desktop, or on a virtual one: xvfb-run -a -s \"-screen 0 1280x720x24 "
+                         "+extension GLX\" fedkb app")
+    return open_app(args.model, args.user_dir)
 
 
 def run_worker(args: argparse.Namespace) -> int:
@@ -125,4 +132,16 @@ def run_worker(args: argparse.Namespace) -> int:
 run_bench = _not_built("bench")
 
 
-run_demo = _not_built("demo")
+def run_demo(args: argparse.Namespace) -> int:
+    from fl_pipeline.demo import run_demo as demo
+    from keyboard_app.app import has_display, run_app as open_app
+
+    model_dir = demo(args.out)
+    if args.no_app:
+        print(f"model: {model_dir}")
+        return 0
+    if not has_display():
+        print(f"no display, so the app does not open. model: {model_dir}; open it with: "
+              f"uv run fedkb app --model {model_dir}")
+        return 0
+    return open_app(model_dir, None)

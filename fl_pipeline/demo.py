@@ -7,19 +7,12 @@ and an interrupted demo picks up where it stopped.
 
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
 
 from fl_pipeline.config import TrainConfig
 
 # About three minutes of federated training on 2 cores at the default model size.
 DEMO_TRAINING = TrainConfig(rounds=60, clients_per_round=10, eval_every=20, eval_clients=100)
-
-
-def has_display() -> bool:
-    return sys.platform in ("darwin", "win32") or bool(
-        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
 def run_demo(out: Path, open_app: bool = True, training: TrainConfig = DEMO_TRAINING) -> Path:

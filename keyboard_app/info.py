@@ -1,0 +1,99 @@
+"""The app's texts in plain words: the model card, the personal statistics, the missing-model help.
+
+Pure functions of data, so tests check them without a window.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from keyboard_app.personal import PersonalStats
+
+
+def _percent(value) -> str:
+    return f"{100 * value:.1f}%" if isinstance(value, (int, float)) else "unknown"
+
+
+def describe_model(card: dict) -> list[str]:
+    """What the model card says, one sentence per line, for someone who is not an ML engineer."""
+    training = card.get("training") or {}
+    corpus = training.get("corpus") or {}
+    rounds = training.get("rounds") or 0
+    lines = []
+    if rounds > 0:
+        lines.append(
+            f"Trained federatedly on {training.get('training_clients', '?')} phones over {rounds} "
+            f"rounds ({training.get('clients_per_round', '?')} phones per round): their text "
+            "stayed on them, only model updates were sent.")
+    else:
+        lines.append("Not trained federatedly (0 rounds): "
+                     + (training.get("note") or "trained on one machine."))
+    if corpus:
+        lines.append(f"Text: {corpus.get('name', 'unknown corpus')}, {corpus.get('texts', '?')} texts.")
+    dp = training.get("dp")
+    if isinstance(dp, dict) and "epsilon" in dp:
+        lines.append(f"Privacy: differential privacy, \u03b5 = {dp['epsilon']:.2f}, "
+                     f"\u03b4 = {dp.get('delta', float('nan')):.0e}.")
+    else:
+        lines.append("Privacy: no differential privacy (\u03b5: none).")
+    secure, compressed = training.get("secure_aggregation"), training.get("compression")
+    lines.append("Updates: " + ("secure aggregation" if secure else "no secure aggregation") + ", "
+                 + ("compressed." if compressed else "not compressed."))
+    heldout = card.get("heldout_metrics") or {}
+    if heldout:
+        lines.append(f"On phones it never trained on: the right next word first "
+                     f"{_percent(heldout.get('top1_accuracy'))} of the time, among the three "
+                     f"suggestions {_percent(heldout.get('top3_accuracy'))}.")
+    file, vocab, model = card.get("file") or {}, card.get("vocab") or {}, card.get("model") or {}
+    size, parameters = file.get("bytes"), model.get("parameters")
+    parts = [f"{size / 1e6:.2f} MB" if isinstance(size, int) else "size unknown",
+             f"{vocab.get('size', '?')} words and symbols"]
+    if isinstance(parameters, int):
+        parts.append(f"{parameters:,} parameters")
+    lines.append("Model: " + ", ".join(parts) + ".")
+    return lines
+
+
+def describe_personal(stats: PersonalStats, *, learning: bool, personalized: bool,
+                      stored_messages: int, busy: bool) -> list[str]:
+    """The personal statistics of the info panel."""
+    lines = [f"Learning from your typing: {'on' if learning else 'off'}"
+             + ("" if learning else " (nothing new is stored)") + "."]
+    lines.append(f"Messages stored on this device: {stored_messages}.")
+    if stats.fine_tunes:
+        lines.append(f"Messages learned: {stats.messages_learned} "
+                     f"(fine-tuned {stats.fine_tunes} time{'s' if stats.fine_tunes != 1 else ''}).")
+        lines.append(f"Last fine-tuning loss: {stats.last_loss:.3f}." if stats.last_loss is not None
+                     else "Last fine-tuning loss: none.")
+    else:
+        lines.append("Messages learned: 0 (not fine-tuned yet).")
+    if busy:
+        lines.append("Personalizing in the background...")
+    for label, after in (("before", False), ("after", True)):
+        rate = stats.hit_rate(after)
+        words = stats.words_after if after else stats.words_before
+        lines.append(f"Suggestion hits {label} personalization: "
+                     + (f"{_percent(rate)} of {words} words." if rate is not None else "no words yet."))
+    lines.append("Your current suggestions are "
+                 + ("personalized." if personalized else "the federated model's."))
+    return lines
+
+
+HIT_EXPLANATION = ("A hit is a word you tapped in the suggestion strip, or that the strip "
+                   "showed before you had typed all of it.")
+
+
+def missing_model_help(model_dir: str | Path, problem: str) -> str:
+    """The friendly screen when there is no usable model directory."""
+    return (
+        "This keyboard needs a model, and there is no usable one yet.\n\n"
+        f"{problem}\n\n"
+        "To try everything in one go (prepare the built-in corpus, train federatedly, export, "
+        "open this app):\n"
+        "    fedkb demo\n\n"
+        "Or step by step:\n"
+        "    fedkb data prepare\n"
+        "    fedkb train --out runs/train\n"
+        "    fedkb export runs/train --out runs/model\n"
+        f"    fedkb app --model runs/model\n\n"
+        f"(This app was started with --model {model_dir}.)")

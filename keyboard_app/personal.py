@@ -1,0 +1,470 @@
+"""Opt-in learning from the user's own messages, kept in a private directory on the device.
+
+Off by default. While it is on, every sent message is appended to
+`messages.jsonl` in the learner's directory (created 0700, files 0600), and
+after every N new messages -- or when the user asks -- a background thread
+fine-tunes the model's personal layer on them. Nothing leaves the device:
+the training runs in the same LiteRT model the keyboard uses.
+
+A pass trains a second `Predictor` on the same model directory, starting
+from the federated model, over the newest stored messages; the live
+predictor the keyboard asks for suggestions only receives the finished
+weights (one `set_personal`). So typing never waits for training, the
+suggestions never show a half-trained layer, and the personal layer is
+always a function of the stored messages (the same messages and seed give
+the same weights). The weights are saved with `get_personal` (np.savez) and
+restored at start with `set_personal`.
+
+Switching learning off stops collecting at once; what was learned stays
+in use until "forget", which deletes the messages, the weights and the
+statistics and gives the federated model back. A damaged file is moved
+aside (renamed `<name>.damaged-<time>` in the same private directory) with
+a notice, and the keyboard starts with the federated model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import threading
+import time
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from keyboard_app.predictor import ModelDirError, Predictor
+
+log = logging.getLogger(__name__)
+
+MESSAGES_FILE = "messages.jsonl"
+WEIGHTS_FILE = "personal_weights.npz"
+STATE_FILE = "state.json"
+OWN_FILES = (MESSAGES_FILE, WEIGHTS_FILE, STATE_FILE)
+DAMAGED_SUFFIX = ".damaged-"
+STATE_FORMAT = "fedkb-personal"
+STATE_VERSION = 1
+# Stored next to the weights: the model they were learned on (model_card file.sha256).
+MODEL_KEY = "model_sha256"
+
+
+@dataclass(frozen=True)
+class LearnerConfig:
+    """How much and how often to fine-tune."""
+
+    fine_tune_every: int = 5  # a background pass after this many new messages
+    epochs: int = 5  # passes over the stored messages per fine-tuning ...
+    min_steps: int = 40  # ... but at least this many train steps (few messages: more epochs)
+    max_epochs: int = 50
+    max_messages: int = 500  # the newest messages a pass learns from
+    seed: int = 0  # the order of examples (same messages + seed -> same weights)
+
+    def __post_init__(self):
+        for name in ("fine_tune_every", "epochs", "max_epochs", "max_messages"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.min_steps < 0:
+            raise ValueError(f"min_steps must be >= 0, got {self.min_steps}")
+
+
+@dataclass
+class PersonalStats:
+    """What the info panel shows about personalization. Counts only, never text."""
+
+    messages_learned: int = 0  # messages in the last completed fine-tuning pass
+    fine_tunes: int = 0
+    last_loss: float | None = None  # mean loss of the last train step of the last pass
+    last_seconds: float | None = None
+    # Completed words, and how many of them were tapped in the strip or shown in it
+    # while being typed, before and after the keyboard was personalized.
+    words_before: int = 0
+    hits_before: int = 0
+    words_after: int = 0
+    hits_after: int = 0
+
+    def hit_rate(self, personalized: bool) -> float | None:
+        words, hits = ((self.words_after, self.hits_after) if personalized
+                       else (self.words_before, self.hits_before))
+        return hits / words if words else None
+
+    @classmethod
+    def from_json(cls, data: dict) -> "PersonalStats":
+        stats = cls()
+        for field in dataclasses.fields(cls):
+            if field.name not in data:
+                continue
+            value = data[field.name]
+            if field.name in ("last_loss", "last_seconds"):
+                ok = value is None or isinstance(value, (int, float))
+            else:
+                ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+            if not ok:
+                raise ValueError(f"stats.{field.name} is {value!r}")
+            setattr(stats, field.name, value)
+        return stats
+
+
+@dataclass(frozen=True)
+class FineTuneResult:
+    """One fine-tuning pass."""
+
+    messages: int
+    examples: int
+    epochs: int
+    loss: float  # nan when the messages held no example
+    seconds: float
+    applied: bool  # False when there was nothing to learn or the data was forgotten meanwhile
+
+
+class PersonalLearner:
+    """The opt-in learner of one user: its private directory, its messages and its thread.
+
+    Thread-safe: the UI thread calls the public methods, a worker thread
+    fine-tunes. `on_update` is called on the worker thread after each
+    background pass (the Kivy layer hops to the main thread from there).
+    """
+
+    def __init__(self, predictor: Predictor, data_dir: str | Path,
+                 config: LearnerConfig = LearnerConfig(),
+                 on_update: Callable[[], None] | None = None):
+        self.predictor = predictor
+        self.data_dir = Path(data_dir)
+        self.config = config
+        self.on_update = on_update
+        self.notices: list[str] = []
+        self._lock = threading.RLock()
+        self._train_lock = threading.Lock()
+        self._worker: threading.Thread | None = None
+        self._rerun = False
+        self._generation = 0  # bumped by forget(): a pass from before it is discarded
+        self._trainer: Predictor | None = None
+        self._learning = False
+        self._messages: list[str] = []
+        self._learned_through = 0  # stored messages covered by the current weights
+        self.stats = PersonalStats()
+        self.personalized = False
+        self._model_sha = str(predictor.model_card["file"]["sha256"])
+        if self.data_dir.is_dir():
+            self._restore()
+        with self._lock:
+            self._maybe_start_locked()
+
+    # -- state -----------------------------------------------------------------
+
+    @property
+    def learning(self) -> bool:
+        return self._learning
+
+    @property
+    def busy(self) -> bool:
+        """True while a background pass runs."""
+        worker = self._worker
+        return worker is not None and worker.is_alive()
+
+    @property
+    def messages(self) -> list[str]:
+        with self._lock:
+            return list(self._messages)
+
+    @property
+    def unlearned(self) -> int:
+        """Stored messages the current weights have not seen."""
+        with self._lock:
+            return max(0, len(self._messages) - self._learned_through)
+
+    def set_learning(self, on: bool) -> None:
+        """Opt in (creates the private directory) or out (stops collecting at once)."""
+        with self._lock:
+            self._learning = bool(on)
+            if on:
+                self._ensure_dir()
+            if self.data_dir.is_dir():
+                self._save_state()
+
+    def add_message(self, text: str) -> bool:
+        """Stores a sent message if learning is on; True when it was stored."""
+        text = text.strip()
+        with self._lock:
+            if not self._learning or not text:
+                return False
+            self._ensure_dir()
+            line = json.dumps({"text": text, "time": round(time.time())}, ensure_ascii=False)
+            fd = os.open(self.data_dir / MESSAGES_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            with os.fdopen(fd, "a", encoding="utf-8") as f:
+                f.write(line + "\n")
+            self._messages.append(text)
+            self._maybe_start_locked()
+            return True
+
+    def record_word(self, hit: bool) -> None:
+        """Counts one completed word for the hit rate (before or after personalization)."""
+        with self._lock:
+            if self.personalized:
+                self.stats.words_after += 1
+                self.stats.hits_after += int(hit)
+            else:
+                self.stats.words_before += 1
+                self.stats.hits_before += int(hit)
+
+    # -- fine-tuning -------------------------------------------------------------
+
+    def personalize_now(self) -> bool:
+        """Starts a background pass over the stored messages; False when there are none."""
+        with self._lock:
+            if not self._messages:
+                return False
+            if self.busy:
+                self._rerun = True
+            else:
+                self._start_worker_locked()
+            return True
+
+    def personalize_blocking(self) -> FineTuneResult:
+        """One pass on the calling thread, after any background pass (for tests and `fedkb bench`)."""
+        self.wait()
+        with self._lock:
+            generation, messages, stored = self._snapshot_locked()
+        result, weights = self._train(messages)
+        return self._apply(generation, result, weights, stored)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Waits until no background pass runs (including one queued meanwhile); False on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            worker = self._worker
+            if worker is None or not worker.is_alive():
+                with self._lock:
+                    if self._worker is None or not self._worker.is_alive():
+                        return True
+                continue
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return False
+            worker.join(remaining)
+
+    def _maybe_start_locked(self) -> None:
+        if self._learning and self.unlearned >= self.config.fine_tune_every:
+            if self.busy:
+                self._rerun = True
+            else:
+                self._start_worker_locked()
+
+    def _snapshot_locked(self) -> tuple[int, list[str], int]:
+        return (self._generation, self._messages[-self.config.max_messages:], len(self._messages))
+
+    def _start_worker_locked(self) -> None:
+        generation, messages, stored = self._snapshot_locked()
+        self._rerun = False
+        self._worker = threading.Thread(target=self._work, args=(generation, messages, stored),
+                                        name="fedkb-personalize", daemon=True)
+        self._worker.start()
+
+    def _work(self, generation: int, messages: list[str], stored: int) -> None:
+        try:
+            result, weights = self._train(messages)
+            self._apply(generation, result, weights, stored)
+        except (ModelDirError, OSError, ValueError, RuntimeError) as e:
+            self._notice(f"personalization failed: {e}")
+        finally:
+            with self._lock:
+                again = self._rerun and self._messages
+                self._worker = None
+                if again:
+                    self._start_worker_locked()
+            if self.on_update is not None:
+                self.on_update()
+
+    def _train(self, messages: list[str]) -> tuple[FineTuneResult, dict | None]:
+        """Fine-tunes the trainer from the federated model; returns the result and the weights."""
+        started = time.perf_counter()
+        with self._train_lock:
+            if self._trainer is None:
+                self._trainer = Predictor(self.predictor.model_dir)
+            trainer = self._trainer
+            trainer.reset_personal()
+            examples = sum(len(trainer.training_examples(text)[1]) for text in messages)
+            if examples == 0:
+                return FineTuneResult(len(messages), 0, 0, math.nan,
+                                      time.perf_counter() - started, applied=False), None
+            steps_per_epoch = math.ceil(examples / trainer.train_batch_size)
+            epochs = min(self.config.max_epochs,
+                         max(self.config.epochs, math.ceil(self.config.min_steps / steps_per_epoch)))
+            loss = trainer.fine_tune(messages, epochs=epochs, seed=self.config.seed)
+            weights = trainer.get_personal()
+        result = FineTuneResult(len(messages), examples, epochs, loss,
+                                time.perf_counter() - started, applied=True)
+        return result, weights
+
+    def _apply(self, generation: int, result: FineTuneResult, weights: dict | None,
+               stored: int) -> FineTuneResult:
+        """Installs a pass's weights in the live predictor and saves them, unless forgotten meanwhile."""
+        with self._lock:
+            if weights is None or generation != self._generation:
+                return dataclasses.replace(result, applied=False)
+            self.predictor.set_personal(weights)
+            self.personalized = True
+            self._learned_through = stored
+            self.stats.messages_learned = result.messages
+            self.stats.fine_tunes += 1
+            self.stats.last_loss = float(result.loss)
+            self.stats.last_seconds = round(result.seconds, 3)
+            self._ensure_dir()
+            self._save_weights(weights)
+            self._save_state()
+            return result
+
+    # -- forgetting ---------------------------------------------------------------
+
+    def forget(self) -> None:
+        """Deletes stored messages, personal weights and statistics: the federated model again.
+
+        A pass running meanwhile finishes on its own copy and is discarded.
+        The learning switch keeps its position.
+        """
+        with self._lock:
+            self._generation += 1
+            self._rerun = False
+            if self.data_dir.is_dir():
+                for path in self.data_dir.iterdir():
+                    if _is_own_file(path.name):
+                        path.unlink()
+            self._messages = []
+            self._learned_through = 0
+            self.stats = PersonalStats()
+            self.notices = []
+            self.predictor.reset_personal()
+            self.personalized = False
+            if self._learning:
+                self._save_state()
+            elif self.data_dir.is_dir() and not any(self.data_dir.iterdir()):
+                self.data_dir.rmdir()
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Waits for a running pass and saves the statistics (at app exit)."""
+        self.wait(timeout)
+        with self._lock:
+            if self.data_dir.is_dir():
+                self._save_state()
+
+    # -- files ----------------------------------------------------------------------
+
+    def _ensure_dir(self) -> None:
+        """The private directory: created if needed, always 0700 (the umask may allow more)."""
+        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(self.data_dir, 0o700)
+
+    def _write_private(self, name: str, write: Callable) -> None:
+        """Writes a 0600 file atomically: a crash leaves the old file or the new one."""
+        path = self.data_dir / name
+        tmp = path.with_name(path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+
+    def _save_state(self) -> None:
+        state = {"format": STATE_FORMAT, "version": STATE_VERSION, "learning": self._learning,
+                 "learned_through": self._learned_through, "stats": dataclasses.asdict(self.stats)}
+        data = (json.dumps(state, indent=1) + "\n").encode("utf-8")
+        self._write_private(STATE_FILE, lambda f: f.write(data))
+
+    def _save_weights(self, weights: dict[str, np.ndarray]) -> None:
+        self._write_private(WEIGHTS_FILE,
+                            lambda f: np.savez(f, **weights, **{MODEL_KEY: np.array(self._model_sha)}))
+
+    def _restore(self) -> None:
+        """Reads the directory at start; damaged files are moved aside."""
+        os.chmod(self.data_dir, 0o700)
+        self._restore_state()
+        self._restore_messages()
+        self._restore_weights()
+        self._learned_through = min(self._learned_through, len(self._messages))
+
+    def _restore_state(self) -> None:
+        path = self.data_dir / STATE_FILE
+        if not path.exists():
+            return
+        try:
+            state = json.loads(path.read_text("utf-8"))
+            if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+                raise ValueError("not a FedKB personalization state file")
+            if state.get("version") != STATE_VERSION:
+                raise ValueError(f"version {state.get('version')!r}, this FedKB reads {STATE_VERSION}")
+            if not isinstance(state.get("learning"), bool):
+                raise ValueError(f"learning is {state.get('learning')!r}")
+            learned = state.get("learned_through", 0)
+            if not isinstance(learned, int) or learned < 0:
+                raise ValueError(f"learned_through is {learned!r}")
+            stats = PersonalStats.from_json(state.get("stats") or {})
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, ValueError, TypeError) as e:
+            self._move_aside(path, str(e), "learning is off until you switch it on again")
+            return
+        self._learning, self._learned_through, self.stats = state["learning"], learned, stats
+
+    def _restore_messages(self) -> None:
+        path = self.data_dir / MESSAGES_FILE
+        if not path.exists():
+            return
+        messages = []
+        try:
+            with path.open(encoding="utf-8") as f:
+                for number, line in enumerate(f, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        record = json.loads(line)
+                        text = record["text"]
+                        if not isinstance(text, str):
+                            raise TypeError(f"text is {type(text).__name__}")
+                    except (json.JSONDecodeError, KeyError, TypeError) as e:
+                        raise ValueError(f"line {number}: not a message record ({e})") from None
+                    messages.append(text)
+        except (OSError, UnicodeDecodeError, ValueError) as e:
+            self._move_aside(path, str(e), "new messages are stored from now on")
+            self._learned_through = 0
+            return
+        self._messages = messages
+
+    def _restore_weights(self) -> None:
+        path = self.data_dir / WEIGHTS_FILE
+        if not path.exists():
+            self._learned_through = 0
+            return
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                arrays = {name: data[name] for name in data.files}
+            learned_on = str(arrays.pop(MODEL_KEY, "unknown"))
+            if learned_on != self._model_sha:
+                raise ValueError("they were learned on another model")
+            self.predictor.set_personal(arrays)
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, ModelDirError) as e:
+            self._move_aside(path, str(e), "suggestions come from the federated model until the "
+                             "next personalization")
+            self._learned_through = 0
+            return
+        self.personalized = True
+
+    def _move_aside(self, path: Path, problem: str, consequence: str) -> None:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        target = path.with_name(f"{path.name}{DAMAGED_SUFFIX}{stamp}")
+        n = 1
+        while target.exists():
+            n += 1
+            target = path.with_name(f"{path.name}{DAMAGED_SUFFIX}{stamp}-{n}")
+        os.replace(path, target)
+        self._notice(f"{path}: cannot be used ({problem}); moved to {target.name}; {consequence}")
+
+    def _notice(self, message: str) -> None:
+        log.warning("%s", message)
+        with self._lock:
+            self.notices.append(message)
+
+
+def _is_own_file(name: str) -> bool:
+    """A file the learner wrote: its own files, their leftovers (.tmp) and damaged copies."""
+    return name.split(DAMAGED_SUFFIX)[0].removesuffix(".tmp") in OWN_FILES
