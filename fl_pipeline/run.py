@@ -156,6 +156,6 @@ def summarize(run_dir: Path, store, model_config: ModelConfig, config: TrainConf
         "final_metrics": {"heldout": heldout},
         "wall_time_s": wall_time_s,
         "upload_bytes_per_client_per_round": upload_bytes(sizes, config.compress),
-        "raw_text_bytes_of_training_clients": store.stats.get("splits", {}).get("train", {}).get("text_bytes"),
+        "raw_text_bytes_of_training_clients": store.stats.get("splits", {}).get("train", {}).get("utf8_bytes"),
         "vocab_sha256": store.vocab.sha256,
     }

@@ -31,12 +31,9 @@ def rounds_in(path) -> list[int]:
 
 
 def final_weights(run_dir) -> list[np.ndarray]:
-    import h5py
+    from fl_pipeline.evaluate import load_final_model
 
-    with h5py.File(run_dir / "final_model.weights.h5") as f:
-        arrays = []
-        f.visititems(lambda name, item: arrays.append(item[()]) if hasattr(item, "shape") else None)
-        return arrays
+    return load_final_model(run_dir).get_weights()
 
 
 @pytest.fixture(scope="module")
