@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from datasets.vocab import BOS_ID, OOV_ID, PAD_ID
 from fl_pipeline.client_data import to_model_batches
-from models.metrics import TokenLoss, TopKAccuracy, target_mask
+from models.metrics import MaskedLoss, TokenLoss, TopKAccuracy, target_mask
 from models.next_word import ModelConfig, build_model
 
 
@@ -91,7 +91,17 @@ def train_centralized(model_config: ModelConfig, pooled: tf.data.Dataset, *, exa
     optimizer = tf.keras.optimizers.Adam(learning_rate)
     steps = max(1, examples // batch_size)
     batches = to_model_batches(pooled.shuffle(10_000, seed=seed).repeat(), batch_size=batch_size)
-    loss_fn = _masked_loss
+    step = train_step(model, optimizer)
+    for x, y in tqdm(batches.take(steps), total=steps, desc="centralized", unit="step",
+                     disable=not show_progress, leave=False):
+        step(x, y)
+    return model
+
+
+def train_step(model: tf.keras.Model, optimizer: tf.keras.optimizers.Optimizer):
+    """One optimizer step on a batch (x, y) -> loss, traced once: a plain TensorFlow
+    training loop, with the same loss the federated clients use."""
+    loss_fn = MaskedLoss()
 
     @tf.function
     def step(x, y):
@@ -101,16 +111,7 @@ def train_centralized(model_config: ModelConfig, pooled: tf.data.Dataset, *, exa
                                       model.trainable_variables))
         return loss
 
-    for x, y in tqdm(batches.take(steps), total=steps, desc="centralized", unit="step",
-                     disable=not show_progress, leave=False):
-        step(x, y)
-    return model
-
-
-def _masked_loss(y, logits):
-    per_token = tf.keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
-    mask = target_mask(y)
-    return tf.reduce_sum(per_token * mask) / tf.maximum(tf.reduce_sum(mask), 1.0)
+    return step
 
 
 def score_local_only(model_config: ModelConfig, past, future, client_ids: list[str], *,
@@ -119,15 +120,7 @@ def score_local_only(model_config: ModelConfig, past, future, client_ids: list[s
     """Each client trains a fresh copy of the model on its own past texts only (SGD)."""
     model = build_model(model_config, seed=seed)
     initial = model.get_weights()
-    optimizer = tf.keras.optimizers.SGD(learning_rate)  # stateless: nothing to reset
-
-    @tf.function
-    def step(x, y):
-        with tf.GradientTape() as tape:
-            loss = _masked_loss(y, model(x, training=True))
-        optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables),
-                                      model.trainable_variables))
-
+    step = train_step(model, tf.keras.optimizers.SGD(learning_rate))  # SGD: no state to reset
     predict = predictor(model)
     past_ids = set(past.client_ids)
     total = Scorer()
