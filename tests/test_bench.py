@@ -131,3 +131,17 @@ def test_update_readme_rewrites_only_its_own_section(bench_dir, tmp_path):
     assert main(args) == 0
     second = readme.read_text()
     assert second.count("## Results") == 1 and second.endswith("\n## After\n")
+
+
+def test_presets_check_their_runs_before_any_training():
+    from fl_pipeline.bench.config import BenchConfig
+    from fl_pipeline.config import TrainConfig
+
+    full = BenchConfig.full()
+    assert len(full.dp_noise_multipliers) >= 3 and full.memory_rounds >= 500
+    assert BenchConfig.quick().suggest_contexts == 10_000
+    with pytest.raises(ValueError, match="clients per round"):
+        BenchConfig(preset="x", train=TrainConfig(clients_per_round=10, eval_every=5),
+                    dp_noise_multipliers=(2.0,))
+    with pytest.raises(ValueError, match="multiple of train.eval_every"):
+        BenchConfig(preset="x", train=TrainConfig(rounds=20, eval_every=5), dp_rounds=7)

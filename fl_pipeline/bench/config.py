@@ -55,6 +55,21 @@ class BenchConfig:
             raise ValueError("timing_rounds must exceed warmup_rounds")
         if self.memory_rounds and self.memory_rounds < self.memory_window[1]:
             raise ValueError("memory_rounds must reach the end of memory_window")
+        for noise in self.dp_noise_multipliers:  # fail now, not after an hour of training
+            self.dp_train(noise)
+        self.compress_train()
+
+    def dp_train(self, noise_multiplier: float) -> TrainConfig:
+        """A DP run: the federated run's settings, `dp_rounds` rounds, evaluated at the end."""
+        rounds = self.dp_rounds
+        return dataclasses.replace(self.train, rounds=rounds, eval_every=rounds,
+                                   checkpoint_every=rounds, dp_noise_multiplier=noise_multiplier)
+
+    def compress_train(self) -> TrainConfig:
+        """A --compress run, for its upload size only (so evaluated on a single client)."""
+        rounds = self.compress_rounds
+        return dataclasses.replace(self.train, rounds=rounds, eval_every=rounds,
+                                   checkpoint_every=rounds, eval_clients=1, compress=True)
 
     def to_json(self) -> dict:
         data = dataclasses.asdict(self)
@@ -93,10 +108,10 @@ class BenchConfig:
                           "--seq-len", "8", "--heldout-fraction", "0.25", "--seed", "1"),
             prepare_repetitions=1,
             model={"embedding_dim": 8, "lstm_units": 16},
-            train=TrainConfig(rounds=2, clients_per_round=4, batch_size=8, eval_every=1,
+            train=TrainConfig(rounds=2, clients_per_round=4, batch_size=8, eval_every=2,
                               checkpoint_every=2, client_lr=0.5, server_lr=0.05),
             dp_noise_multipliers=(0.3,),
-            dp_rounds=1,
+            dp_rounds=2,
             compress_rounds=1,
             timing_rounds=3,
             suggest_contexts=300,

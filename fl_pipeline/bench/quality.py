@@ -97,10 +97,8 @@ def dp_effect(data_dir: Path, work_dir: Path, config: BenchConfig, federated_run
                 sizes={"rounds": rounds, "clients_per_round": config.train.clients_per_round})
     epsilons, top3s = [], []
     for noise in config.dp_noise_multipliers:
-        settings = dataclasses.replace(config.train, rounds=rounds, eval_every=rounds,
-                                       checkpoint_every=rounds, dp_noise_multiplier=noise)
-        summary = run.train(data_dir, work_dir / f"dp-{noise:g}", settings, config.model,
-                            show_progress=False)
+        summary = run.train(data_dir, work_dir / f"dp-{noise:g}", config.dp_train(noise),
+                            config.model, show_progress=False)
         dp = summary["dp"]
         key = "quality.dp.noise_" + f"{noise:g}".replace(".", "p")  # 0.5 -> noise_0p5
         how = (f"summary.json of fl_pipeline.run.train with dp_noise_multiplier={noise:g} "

@@ -15,7 +15,6 @@ figures.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import datetime
 import importlib.metadata
 import json
@@ -130,12 +129,8 @@ def run_bench(config: BenchConfig, out: Path, show_progress: bool = True) -> dic
             quality.dp_effect(data_dir, work, config, federated_run, figures)
 
         with step("compression run"):
-            rounds = config.compress_rounds
-            compressed = run.train(
-                data_dir, work / "compressed",
-                dataclasses.replace(config.train, rounds=rounds, eval_every=rounds,
-                                    checkpoint_every=rounds, eval_clients=1, compress=True),
-                config.model, show_progress=False)
+            compressed = run.train(data_dir, work / "compressed", config.compress_train(),
+                                   config.model, show_progress=False)
 
         with step("TFF round vs plain loop"):
             timing = speed.tff_overhead(store, model_config, config, work, figures)
