@@ -145,3 +145,15 @@ def test_presets_check_their_runs_before_any_training():
                     dp_noise_multipliers=(2.0,))
     with pytest.raises(ValueError, match="multiple of train.eval_every"):
         BenchConfig(preset="x", train=TrainConfig(rounds=20, eval_every=5), dp_rounds=7)
+
+
+def test_bench_refuses_to_replace_a_work_directory_it_did_not_write(tmp_path):
+    from datasets.errors import FedKBError
+    from fl_pipeline.bench.config import BenchConfig
+    from fl_pipeline.bench.runner import run_bench
+
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "mine.txt").write_text("keep me")
+    with pytest.raises(FedKBError, match="not written by `fedkb bench`"):
+        run_bench(BenchConfig.tiny(tmp_path / "corpus.jsonl"), tmp_path, show_progress=False)
+    assert (tmp_path / "work" / "mine.txt").read_text() == "keep me"

@@ -28,11 +28,13 @@ from pathlib import Path
 import psutil
 from tqdm.auto import tqdm
 
+from datasets.errors import FedKBError
 from fl_pipeline.bench.config import BenchConfig
 from fl_pipeline.bench.figures import Figures
 
 FORMAT = "fedkb-bench/1"
 BENCH_FILE = "bench.json"
+WORK_MARKER = ".fedkb-bench"
 STEPS = ("prepare the corpus", "federated training", "centralized, local-only and n-gram",
          "differential privacy", "compression run", "TFF round vs plain loop",
          "two TFF workers", "memory over rounds", "export to TFLite", "device",
@@ -86,8 +88,13 @@ def run_bench(config: BenchConfig, out: Path, show_progress: bool = True) -> dic
 
     out = Path(out)
     work = out / "work"
-    shutil.rmtree(work, ignore_errors=True)
+    if work.exists():
+        if not (work / WORK_MARKER).exists():
+            raise FedKBError(f"{work} exists but was not written by `fedkb bench`; move it away "
+                             "or choose another --out")
+        shutil.rmtree(work)  # the previous bench run's artifacts
     work.mkdir(parents=True)
+    (work / WORK_MARKER).write_text("written by fedkb bench; replaced by the next run\n")
     started = time.perf_counter()
     bench = {"format": FORMAT, "preset": config.preset,
              "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
