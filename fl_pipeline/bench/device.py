@@ -68,7 +68,7 @@ def measure_device(model_dir: Path, heldout_texts: list[str], config: BenchConfi
     figures.add("device.model_mb", "model.tflite size", size / 1e6, "MB",
                 f"bytes of {model_dir.name}/model.tflite written by fl_pipeline.export.export_run "
                 "(`fedkb export`)", sizes=model_sizes,
-                budget=Budget("<=", 2.0, "issue 5 (Gboard's production model: 1.4 MB)"))
+                budget=Budget("<=", 2.0, "issue 5; Gboard's production model is 1.4 MB"))
 
     predictor = Predictor(model_dir)
     contexts = real_contexts(heldout_texts, config.suggest_contexts, config.seed)
@@ -131,7 +131,7 @@ def measure_device(model_dir: Path, heldout_texts: list[str], config: BenchConfi
                    f"({passes[0].examples} examples, {passes[0].epochs} epochs)",
                    sizes={**model_sizes, "messages": len(messages), "examples": passes[0].examples,
                           "epochs": passes[0].epochs},
-                   budget=Budget("<", 2, "issue 6 (in the background)"))
+                   budget=Budget("<", 2, "issue 6; runs in the background"))
 
     cold_start(model_dir, work_dir, config, figures, model_sizes)
 

@@ -52,7 +52,7 @@ def format_value(value: float, unit: str) -> str:
     if unit == "bytes":
         return human_bytes(value)
     if unit == "ratio":
-        return f"{value:.3g}×"
+        return f"{value:,.0f}×" if abs(value) >= 1000 else f"{value:.3g}×"
     if unit == "%":
         return f"{value:+.1f}%"
     if unit == "epsilon":
@@ -131,7 +131,7 @@ def plot_learning_curve(bench: dict, path: Path) -> Path:
     ax.set_ylim(bottom=0)
     ax.set_ylabel("held-out top-3 accuracy")
     ax.set_title("Learning curves on held-out clients' future texts")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="lower right")
     return _save(fig, path)
 
 
