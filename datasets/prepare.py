@@ -21,8 +21,8 @@ from tqdm import tqdm
 from datasets.corpus import Corpus, CorpusError, ReadLog
 from datasets.examples import encode_text, windows
 from datasets.readers import BUILTIN, read_corpus
-from datasets.splits import (HELDOUT_FUTURE, HELDOUT_PAST, SPLITS, TRAIN, select_clients,
-                             split_clients, split_past_future)
+from datasets.splits import (HELDOUT_FUTURE, HELDOUT_PAST, SPLITS, TRAIN, ClientSplit,
+                             select_clients, split_clients, split_past_future)
 from datasets.stats import ClientSizes, SplitCounts
 from datasets.store import (FEATURE, FORMAT, STATS_FILE, STORE_FILE, VOCAB_FILE, StoreWriter,
                             serialize_tokens, store_client_id)
@@ -112,10 +112,13 @@ def _check(config: PrepareConfig) -> None:
                           f"not to {config.corpus}; drop the option")
 
 
-def prepare(config: PrepareConfig) -> PrepareResult:
-    """Reads, splits, encodes and writes a corpus; returns its stats."""
+def read_and_split(config: PrepareConfig, log: ReadLog) -> tuple[Corpus, list[str], ClientSplit]:
+    """The corpus, the clients kept (`max_clients`) and their train / held-out split.
+
+    The first half of `prepare`; `fedkb bench` calls it with a store's
+    recorded config to get the raw texts behind the store back.
+    """
     _check(config)
-    log = ReadLog(skip_bad_lines=config.skip_bad_lines)
     corpus = read_corpus(config.corpus, log, include_offensive=config.include_offensive,
                          max_clients=config.max_clients, seed=config.seed)
     if len(corpus.clients) < 2:
@@ -123,7 +126,13 @@ def prepare(config: PrepareConfig) -> PrepareResult:
                           "FedKB needs at least 2 (one to train on, one held out); add text")
     kept = (select_clients(corpus.clients, config.max_clients, config.seed)
             if config.max_clients else sorted(corpus.clients))
-    split = split_clients(kept, config.heldout_fraction, config.seed)
+    return corpus, kept, split_clients(kept, config.heldout_fraction, config.seed)
+
+
+def prepare(config: PrepareConfig) -> PrepareResult:
+    """Reads, splits, encodes and writes a corpus; returns its stats."""
+    log = ReadLog(skip_bad_lines=config.skip_bad_lines)
+    corpus, kept, split = read_and_split(config, log)
     vocab, vocab_source = _build_vocab(config, corpus, split.train)
 
     out = Path(config.out)

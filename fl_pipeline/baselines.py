@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import collections
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -85,16 +86,27 @@ def score_keras(model: tf.keras.Model, batches: tf.data.Dataset, predict=None) -
 
 def train_centralized(model_config: ModelConfig, pooled: tf.data.Dataset, *, examples: int,
                       batch_size: int, learning_rate: float = 2e-3, seed: int = 0,
-                      show_progress: bool = True) -> tf.keras.Model:
-    """The same model on the pooled text for `examples` example passes (Adam)."""
+                      show_progress: bool = True,
+                      on_checkpoint: Callable[[int, tf.keras.Model], None] | None = None,
+                      checkpoint_at: Sequence[int] = ()) -> tf.keras.Model:
+    """The same model on the pooled text for `examples` example passes (Adam).
+
+    `on_checkpoint(examples_seen, model)` runs after the step that reaches
+    each of the example counts in `checkpoint_at` (counts past the last step
+    are skipped), e.g. to score the model along the way for a learning curve.
+    """
     model = build_model(model_config, seed=seed)
     optimizer = tf.keras.optimizers.Adam(learning_rate)
     steps = max(1, examples // batch_size)
     batches = to_model_batches(pooled.shuffle(10_000, seed=seed).repeat(), batch_size=batch_size)
     step = train_step(model, optimizer)
-    for x, y in tqdm(batches.take(steps), total=steps, desc="centralized", unit="step",
-                     disable=not show_progress, leave=False):
+    pending = sorted(n for n in checkpoint_at if n > 0)
+    for done, (x, y) in enumerate(tqdm(batches.take(steps), total=steps, desc="centralized",
+                                       unit="step", disable=not show_progress, leave=False), 1):
         step(x, y)
+        if on_checkpoint and pending and done * batch_size >= pending[0]:
+            on_checkpoint(done * batch_size, model)
+            pending = [n for n in pending if n > done * batch_size]
     return model
 
 
@@ -103,7 +115,7 @@ def train_step(model: tf.keras.Model, optimizer: tf.keras.optimizers.Optimizer):
     training loop, with the same loss the federated clients use."""
     loss_fn = MaskedLoss()
 
-    @tf.function
+    @tf.function(reduce_retracing=True)  # clients' last batches differ in size
     def step(x, y):
         with tf.GradientTape() as tape:
             loss = loss_fn(y, model(x, training=True))

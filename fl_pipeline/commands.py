@@ -11,13 +11,6 @@ import argparse
 from datasets.errors import FedKBError
 
 
-def _not_built(name: str):
-    def run(args: argparse.Namespace) -> int:
-        raise FedKBError(f"`fedkb {name}` is not available in this version yet")
-
-    return run
-
-
 def run_data(args: argparse.Namespace) -> int:
     """`fedkb data prepare` writes a client store; `fedkb data stats` prints one's stats."""
     import sys
@@ -129,7 +122,19 @@ def run_worker(args: argparse.Namespace) -> int:
     return serve_forever(args.port)
 
 
-run_bench = _not_built("bench")
+def run_bench(args: argparse.Namespace) -> int:
+    """`fedkb bench`: quality, speed, size and communication in bench.json, REPORT.md and plots."""
+    from fl_pipeline.bench.config import BenchConfig
+    from fl_pipeline.bench.report import HEADLINE, figure_table
+    from fl_pipeline.bench.runner import run_bench as bench
+
+    result = bench(BenchConfig.full() if args.full else BenchConfig.quick(), args.out)
+    figures = result["figures"]
+    print("\n".join(figure_table(figures, [n for n in HEADLINE if n in figures], with_how=False)))
+    print(f"\n{result['wall_time_s'] / 60:.1f} minutes; wrote {args.out / 'bench.json'}, "
+          f"{args.out / 'REPORT.md'} and plots; refresh the README's results with: "
+          f"uv run python -m fl_pipeline.bench.report --update-readme {args.out / 'bench.json'}")
+    return 0
 
 
 def run_demo(args: argparse.Namespace) -> int:

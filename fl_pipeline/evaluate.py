@@ -7,6 +7,7 @@ table goes to the terminal and `eval.json` in the run directory.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from fl_pipeline.baselines import (KneserNeyTrigram, score_keras, score_local_only,
@@ -33,7 +34,14 @@ def load_final_model(run_dir: Path):
     return model
 
 
-def compare(run_dir: Path, show_progress: bool = True) -> dict:
+def compare(run_dir: Path, show_progress: bool = True, centralized_curve_at: Sequence[int] = ()
+            ) -> dict:
+    """Scores the four models; writes and returns the report (eval.json).
+
+    With `centralized_curve_at` (example counts, e.g. those at which the
+    federated run was evaluated), the centralized model is also scored
+    along its training, for a learning curve: `models.centralized.curve`.
+    """
     model_config, config, data = load_run_config(run_dir)
     summary = read_json(run_dir / "summary.json")
     store = open_store(Path(data["dir"]))
@@ -51,9 +59,17 @@ def compare(run_dir: Path, show_progress: bool = True) -> dict:
 
     timed("federated", lambda: score_keras(load_final_model(run_dir), pooled_future))
     train_pool = store.client_data("train").create_tf_dataset_from_all_clients(seed=config.seed)
+    curve = []
+
+    def score_along(examples_seen, model):
+        curve.append({"examples": examples_seen,
+                      **score_keras(model, pooled_future).result().to_json()})
+
     timed("centralized", lambda: score_keras(train_centralized(
         model_config, train_pool, examples=summary["examples"], batch_size=config.batch_size,
-        seed=config.seed, show_progress=show_progress), pooled_future))
+        seed=config.seed, show_progress=show_progress,
+        on_checkpoint=score_along if centralized_curve_at else None,
+        checkpoint_at=centralized_curve_at), pooled_future))
     timed("local-only", lambda: score_local_only(
         model_config, past, future, heldout_ids, batch_size=config.batch_size,
         learning_rate=config.client_lr, seed=config.seed, show_progress=show_progress))
@@ -72,6 +88,11 @@ def compare(run_dir: Path, show_progress: bool = True) -> dict:
                           "description": DESCRIPTIONS[name].format(**summary)}
                    for name, score in results.items()},
     }
+    if centralized_curve_at:
+        steps = max(1, summary["examples"] // config.batch_size)
+        final = {"examples": steps * config.batch_size, **results["centralized"].to_json()}
+        report["models"]["centralized"]["curve"] = [
+            point for point in curve if point["examples"] < final["examples"]] + [final]
     write_json(run_dir / "eval.json", report)
     return report
 

@@ -1,0 +1,122 @@
+"""How big a bench run is: one dataclass, three presets.
+
+`quick()` finishes in minutes on 2 cores and is what the README's results
+come from; `full()` takes hours (more clients per round, more rounds, a DP
+sweep, 500 rounds of memory tracking); `tiny(corpus)` runs every
+measurement on a tiny model and corpus in well under a minute, for tests.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fl_pipeline.config import TrainConfig
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    preset: str
+    # `fedkb data prepare` arguments (besides --out): the corpus and its settings.
+    prepare_args: tuple[str, ...] = ("--corpus", "fortunes")
+    prepare_repetitions: int = 3
+    # ModelConfig overrides; empty = the default size (vocabulary 10k, embedding 96, LSTM 256).
+    model: dict = field(default_factory=dict)
+    # The federated run that quality, learning curves, communication and the device model use.
+    train: TrainConfig = TrainConfig(rounds=20, eval_every=5, eval_clients=100_000,
+                                     checkpoint_every=10)
+    # DP runs: each noise multiplier trains `dp_rounds` rounds, compared with the
+    # federated run's held-out evaluation at the same round (a multiple of eval_every).
+    dp_noise_multipliers: tuple[float, ...] = (0.5,)
+    dp_rounds: int = 5
+    compress_rounds: int = 2  # a --compress run, for its upload size
+    # TFF round timing: rounds of `train` settings; the first `warmup_rounds` (tracing) are not timed.
+    timing_rounds: int = 6
+    warmup_rounds: int = 1
+    # A separate 1-worker run that tracks resident memory (0 = use the timing rounds).
+    memory_rounds: int = 0
+    memory_window: tuple[int, int] = (50, 500)  # growth measured between these rounds
+    # Device (exported model, LiteRT).
+    suggest_contexts: int = 10_000
+    train_steps: int = 200
+    refresh_keystrokes: int = 3_000
+    cold_starts: int = 3
+    fine_tune_messages: int = 50
+    fine_tune_repetitions: int = 3
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.dp_rounds % self.train.eval_every or self.dp_rounds > self.train.rounds:
+            raise ValueError(f"dp_rounds ({self.dp_rounds}) must be a multiple of train.eval_every "
+                             f"({self.train.eval_every}) within train.rounds ({self.train.rounds}), "
+                             "so the federated run has a held-out evaluation to compare with")
+        if self.timing_rounds <= self.warmup_rounds:
+            raise ValueError("timing_rounds must exceed warmup_rounds")
+        if self.memory_rounds and self.memory_rounds < self.memory_window[1]:
+            raise ValueError("memory_rounds must reach the end of memory_window")
+        for noise in self.dp_noise_multipliers:  # fail now, not after an hour of training
+            self.dp_train(noise)
+        self.compress_train()
+
+    def dp_train(self, noise_multiplier: float) -> TrainConfig:
+        """A DP run: the federated run's settings, `dp_rounds` rounds, evaluated at the end."""
+        rounds = self.dp_rounds
+        return dataclasses.replace(self.train, rounds=rounds, eval_every=rounds,
+                                   checkpoint_every=rounds, dp_noise_multiplier=noise_multiplier)
+
+    def compress_train(self) -> TrainConfig:
+        """A --compress run, for its upload size only (so evaluated on a single client)."""
+        rounds = self.compress_rounds
+        return dataclasses.replace(self.train, rounds=rounds, eval_every=rounds,
+                                   checkpoint_every=rounds, eval_clients=1, compress=True)
+
+    def to_json(self) -> dict:
+        data = dataclasses.asdict(self)
+        data["train"] = self.train.to_json()
+        return data
+
+    @classmethod
+    def quick(cls) -> "BenchConfig":
+        """Under 10 minutes on 2 cores: the defaults above."""
+        return cls(preset="quick")
+
+    @classmethod
+    def full(cls) -> "BenchConfig":
+        """Hours: larger cohorts, more rounds, a DP sweep and 500 rounds of memory tracking."""
+        return cls(
+            preset="full",
+            prepare_repetitions=5,
+            train=TrainConfig(rounds=300, clients_per_round=20, eval_every=25,
+                              eval_clients=100_000, checkpoint_every=25),
+            # tff.learning.dp_aggregator needs noise < 0.1 x clients per round.
+            dp_noise_multipliers=(0.3, 0.6, 1.2),
+            dp_rounds=100,
+            compress_rounds=5,
+            timing_rounds=21,
+            memory_rounds=500,
+            cold_starts=5,
+            fine_tune_repetitions=5,
+        )
+
+    @classmethod
+    def tiny(cls, corpus: Path) -> "BenchConfig":
+        """Every measurement on a tiny corpus and model, for tests (timings meaningless)."""
+        return cls(
+            preset="tiny",
+            prepare_args=("--corpus", str(corpus), "--vocab-from-data", "--vocab-size", "64",
+                          "--seq-len", "8", "--heldout-fraction", "0.25", "--seed", "1"),
+            prepare_repetitions=1,
+            model={"embedding_dim": 8, "lstm_units": 16},
+            train=TrainConfig(rounds=2, clients_per_round=4, batch_size=8, eval_every=2,
+                              checkpoint_every=2, client_lr=0.5, server_lr=0.05),
+            dp_noise_multipliers=(0.3,),
+            dp_rounds=2,
+            compress_rounds=1,
+            timing_rounds=3,
+            suggest_contexts=300,
+            train_steps=20,
+            refresh_keystrokes=200,
+            cold_starts=1,
+            fine_tune_repetitions=1,
+        )

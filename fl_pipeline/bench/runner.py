@@ -1,0 +1,171 @@
+"""`fedkb bench`: every measurement in order, then bench.json and the report.
+
+    OUT/bench.json   every figure: value, unit, how it was measured, repetitions,
+                     min/max, sizes, budget; plot series; notes; machine; config
+    OUT/REPORT.md    tables and plots (OUT/*.png)
+    OUT/work/        what the measurements produced (prepared data, training
+                     runs, the exported model); replaced by the next bench run
+
+Measurements share their artifacts: the prepared store feeds every run, the
+federated run feeds the quality table, the communication figures and the
+exported model, and the exported model feeds the device and personalization
+figures.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import importlib.metadata
+import json
+import os
+import platform
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import psutil
+from tqdm.auto import tqdm
+
+from datasets.errors import FedKBError
+from fl_pipeline.bench.config import BenchConfig
+from fl_pipeline.bench.figures import Figures
+
+FORMAT = "fedkb-bench/1"
+BENCH_FILE = "bench.json"
+WORK_MARKER = ".fedkb-bench"
+STEPS = ("prepare the corpus", "federated training", "centralized, local-only and n-gram",
+         "differential privacy", "compression run", "TFF round vs plain loop",
+         "two TFF workers", "memory over rounds", "export to TFLite", "device",
+         "personalization", "communication", "report")
+PACKAGES = ("tensorflow", "tensorflow-federated", "ai-edge-litert", "numpy", "kivy")
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def git_commit() -> str | None:
+    repo = Path(__file__).resolve().parents[2]
+    try:
+        commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"],
+                                capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--",
+                                "*.py"], capture_output=True, text=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return commit + ("+changes" if dirty else "")
+
+
+def machine_info() -> dict:
+    return {
+        "cpu": cpu_model(),
+        "logical_cores": os.cpu_count(),
+        "physical_cores": psutil.cpu_count(logical=False),
+        "ram_gb": round(psutil.virtual_memory().total / 1e9, 1),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "packages": {name: importlib.metadata.version(name) for name in PACKAGES},
+        "git_commit": git_commit(),
+    }
+
+
+def run_bench(config: BenchConfig, out: Path, show_progress: bool = True) -> dict:
+    """Runs every measurement of `config`, writes OUT/bench.json and the report; returns the bench."""
+    from datasets.store import ClientStore
+    from fl_pipeline import run
+    from fl_pipeline.bench import communication, device, quality, report, speed
+    from fl_pipeline.bench.texts import read_store_texts
+    from fl_pipeline.export import export_run
+    from models.next_word import ModelConfig
+
+    out = Path(out)
+    work = out / "work"
+    if work.exists():
+        if not (work / WORK_MARKER).exists():
+            raise FedKBError(f"{work} exists but was not written by `fedkb bench`; move it away "
+                             "or choose another --out")
+        shutil.rmtree(work)  # the previous bench run's artifacts
+    work.mkdir(parents=True)
+    (work / WORK_MARKER).write_text("written by fedkb bench; replaced by the next run\n")
+    started = time.perf_counter()
+    bench = {"format": FORMAT, "preset": config.preset,
+             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+             "machine": machine_info(), "load_average_at_start": os.getloadavg(),
+             "config": config.to_json()}
+    figures = Figures()
+    bar = tqdm(total=len(STEPS), unit="step", desc="fedkb bench", disable=not show_progress,
+               dynamic_ncols=True)
+
+    step_seconds = bench["step_seconds"] = {}
+
+    @contextlib.contextmanager
+    def step(name: str):
+        assert name in STEPS, name
+        bar.set_description(f"fedkb bench {config.preset}: {name}")
+        step_started = time.perf_counter()
+        yield
+        step_seconds[name] = round(time.perf_counter() - step_started, 2)
+        bar.update()
+
+    try:
+        with step("prepare the corpus"):
+            data_dir = work / "data"
+            speed.prepare_speed(config, data_dir, figures)
+            store = ClientStore(data_dir)
+            texts = read_store_texts(store)
+            model_config = ModelConfig(vocab_size=len(store.vocab), seq_len=store.seq_len,
+                                       **config.model)
+
+        with step("federated training"):
+            federated_run = work / "federated"
+            summary = run.train(data_dir, federated_run, config.train, config.model,
+                                show_progress=False)
+
+        with step("centralized, local-only and n-gram"):
+            quality.compare_models(federated_run, figures)
+
+        with step("differential privacy"):
+            quality.dp_effect(data_dir, work, config, federated_run, figures)
+
+        with step("compression run"):
+            compressed = run.train(data_dir, work / "compressed", config.compress_train(),
+                                   config.model, show_progress=False)
+
+        with step("TFF round vs plain loop"):
+            timing = speed.tff_overhead(store, model_config, config, work, figures)
+
+        with step("two TFF workers"):
+            speed.two_workers(store, model_config, config, work, figures, timing)
+
+        with step("memory over rounds"):
+            speed.memory_over_rounds(store, model_config, config, work, figures, timing)
+
+        with step("export to TFLite"):
+            model_dir = export_run(federated_run, work / "model")
+
+        with step("device"):
+            device.measure_device(model_dir, texts.heldout_texts(), config, work, figures)
+
+        with step("personalization"):
+            quality.personalization_gain(model_dir, texts, work, figures)
+
+        with step("communication"):
+            communication.communication(summary, compressed, config.train, store, texts, figures)
+
+        with step("report"):
+            bench.update(figures.to_json())
+            bench["load_average_at_end"] = os.getloadavg()
+            bench["wall_time_s"] = time.perf_counter() - started
+            (out / BENCH_FILE).write_text(json.dumps(bench, indent=1, ensure_ascii=False), "utf-8")
+            report.write_report(bench, out)
+    finally:
+        bar.close()
+    return bench
