@@ -105,6 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="train with differential privacy (tff.learning.dp_aggregator)")
     train.add_argument("--secure-agg", action="store_true", help="tff.learning.secure_aggregator")
     train.add_argument("--compress", action="store_true", help="tff.learning.compression_aggregator")
+    train.add_argument("--dropout", type=float, default=None, metavar="P",
+                       help="each sampled client fails mid-round with probability P (simulated, seeded)")
+    train.add_argument("--over-select", type=float, default=None, metavar="F",
+                       help="invite ceil(F x clients-per-round) clients and aggregate the first "
+                       "clients-per-round to report (default 1)")
     train.add_argument("--workers", default=None, metavar="HOST:PORT,...",
                        help="run rounds on remote TFF workers started with `fedkb worker`")
     train.add_argument("--seed", type=int, default=None)

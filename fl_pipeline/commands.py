@@ -51,7 +51,8 @@ def train_config_from_args(args: argparse.Namespace) -> "TrainConfig":
 
     fields = ("rounds", "clients_per_round", "local_epochs", "batch_size",
               "max_examples_per_client", "client_lr", "server_optimizer", "server_lr",
-              "eval_every", "eval_clients", "checkpoint_every", "seed", "dp_noise_multiplier")
+              "eval_every", "eval_clients", "checkpoint_every", "seed", "dp_noise_multiplier",
+              "dropout", "over_select")
     overrides = {name: getattr(args, name) for name in fields if getattr(args, name) is not None}
     if args.workers:
         overrides["workers"] = tuple(w.strip() for w in args.workers.split(",") if w.strip())
@@ -76,6 +77,12 @@ def run_train(args: argparse.Namespace) -> int:
     print(f"trained {summary['rounds']} rounds on {summary['clients_seen']} of "
           f"{summary['training_clients']} phones in {summary['wall_time_s']:.0f} s; held-out "
           f"top-1 {heldout['top1_accuracy']:.3f}, top-3 {heldout['top3_accuracy']:.3f}")
+    participation = summary.get("participation") or {}
+    if participation.get("dropout") or participation.get("over_select", 1) > 1:
+        print(f"client failures: {participation['failed_clients']} clients dropped out, "
+              f"{participation['late_reports_discarded']} late reports discarded, "
+              f"{len(participation['skipped_rounds'])} of {summary['rounds']} rounds skipped "
+              f"(fewer than {participation['min_reports']} reports)")
     if summary["dp"]:
         print(f"differential privacy: epsilon {summary['dp']['epsilon']:.2f} "
               f"at delta {summary['dp']['delta']:.1e}")
