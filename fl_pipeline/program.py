@@ -26,6 +26,7 @@ import tensorflow_federated as tff
 from tqdm.auto import tqdm
 
 from datasets.errors import FedKBError
+from fl_pipeline.checkpoint_manifest import usable_versions
 from fl_pipeline.checkpoints import CheckpointManager, VerifiedStateManager
 from fl_pipeline.client_data import SeededClientDataSource
 from fl_pipeline.config import TrainConfig
@@ -57,8 +58,8 @@ class RunDirWriteError(FedKBError):
 
     @classmethod
     def describe(cls, run_dir: Path, said: str, fix: str) -> "RunDirWriteError":
-        last = CheckpointManager(run_dir / "checkpoints", 1, 1).latest_round()
-        kept = (f"the last complete checkpoint (round {last}) is intact" if last is not None
+        usable, _ = usable_versions(run_dir / "checkpoints")
+        kept = (f"the last complete checkpoint (round {max(usable)}) is intact" if usable
                 else "no checkpoint was complete yet")
         return cls(f"{run_dir}: cannot write ({said}); {kept}; {fix}, then continue with "
                    f"`fedkb train --resume {run_dir}`")

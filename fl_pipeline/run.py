@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from datasets.errors import FedKBError
+from fl_pipeline.checkpoint_manifest import usable_versions
 from fl_pipeline.config import TrainConfig
 from fl_pipeline.participation import participation_summary, plan_rounds
 from fl_pipeline.privacy import dp_epsilon, upload_bytes
@@ -85,13 +86,37 @@ def train(data_dir: Path, run_dir: Path, config: TrainConfig, model_overrides: d
 
 
 def resume(run_dir: Path, show_progress: bool = True) -> dict:
-    """Continues a run from its last complete checkpoint, with its own config."""
+    """Continues a run from its last complete checkpoint, with its own config.
+
+    Checks first, before TFF starts, what would otherwise fail minutes in:
+    that the run directory can be written and that some checkpoint is usable."""
     model_config, config, data = load_run_config(run_dir)
     store = open_store(Path(data["dir"]))
     if store.vocab.sha256 != data["vocab_sha256"]:
         raise RunDirError(f"{data['dir']}: its vocabulary changed since {run_dir} started "
                           "(sha256 differs); prepare the data again with the run's settings")
+    check_writable(run_dir)
+    usable, damaged = usable_versions(run_dir / "checkpoints")
+    if damaged and not usable:
+        from fl_pipeline.checkpoints import no_usable_checkpoint
+
+        raise no_usable_checkpoint(run_dir / "checkpoints", damaged)
     return _run(run_dir, store, model_config, config, show_progress)
+
+
+def check_writable(run_dir: Path) -> None:
+    """Raises a one-line RunDirError unless a file can be created in `run_dir`."""
+    probe = run_dir / ".fedkb-write-test"
+    try:
+        with open(probe, "wb") as f:
+            f.write(b"x")
+        probe.unlink()
+    except OSError as e:
+        usable, _ = usable_versions(run_dir / "checkpoints")
+        kept = (f"its last complete checkpoint (round {max(usable)}) is intact" if usable
+                else "it has no complete checkpoint")
+        raise RunDirError(f"{run_dir}: cannot write ({e.strerror}); {kept}; make the directory "
+                          f"writable (or free space), then `fedkb train --resume {run_dir}`") from None
 
 
 def _run(run_dir: Path, store, model_config: ModelConfig, config: TrainConfig,
