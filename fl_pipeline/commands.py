@@ -36,12 +36,14 @@ def run_data(args: argparse.Namespace) -> int:
         vocab_from_data=args.vocab_from_data, include_offensive=args.include_offensive,
         heldout_fraction=args.heldout_fraction, past_fraction=args.past_fraction,
         seq_len=args.seq_len, max_clients=args.max_clients,
-        skip_bad_lines=args.skip_bad_lines, seed=args.seed)
+        skip_bad_lines=args.skip_bad_lines, seed=args.seed, canaries=args.canaries or 0,
+        canary_repeats=args.canary_repeats, canary_digits=args.canary_digits)
     result = prepare(config)
     if result.warning:
         print(f"fedkb data: warning: {result.warning}", file=sys.stderr)
     print(format_stats(result.stats))
-    print(f"\nwrote {args.out}/ (clients.sqlite, vocab.json, stats.json)")
+    canaries = ", canaries.json" if result.stats.get("canaries") else ""
+    print(f"\nwrote {args.out}/ (clients.sqlite, vocab.json, stats.json{canaries})")
     return 0
 
 
@@ -128,6 +130,15 @@ def run_app(args: argparse.Namespace) -> int:
                          "desktop, or on a virtual one: xvfb-run -a -s \"-screen 0 1280x720x24 "
                          "+extension GLX\" fedkb app")
     return open_app(args.model, args.user_dir)
+
+
+def run_audit(args: argparse.Namespace) -> int:
+    from fl_pipeline.audit import audit_run, format_exposure_table
+
+    report = audit_run(args.run_dir, args.data, progress=True)
+    print(format_exposure_table(report))
+    print(f"written to {args.run_dir / 'audit.json'}")
+    return 0
 
 
 def run_worker(args: argparse.Namespace) -> int:

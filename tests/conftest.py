@@ -21,3 +21,11 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "full" in item.keywords:
             item.add_marker(skip)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Drops TFF's default context (if a test imported TFF) while Python is still whole,
+    as the CLI does: left to interpreter exit, its __del__ prints a traceback."""
+    from fl_pipeline.cli import release_tff_default_context
+
+    release_tff_default_context()
