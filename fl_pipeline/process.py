@@ -53,7 +53,12 @@ def server_optimizer(config: TrainConfig) -> tff.learning.optimizers.Optimizer:
 def model_update_aggregator(config: TrainConfig):
     """The aggregator the privacy/communication options ask for (None = weighted mean)."""
     if config.dp_noise_multiplier is not None:
-        return tff.learning.dp_aggregator(config.dp_noise_multiplier, config.clients_per_round)
+        # zeroing=False: TFF's default zeroing threshold adapts to the clients'
+        # update norms without noise, outside the (epsilon, delta) accounting.
+        # Clipping already bounds every update; a non-finite one makes the
+        # finalizer reject the round.
+        return tff.learning.dp_aggregator(config.dp_noise_multiplier, config.clients_per_round,
+                                          zeroing=False)
     if config.secure_agg:
         return tff.learning.secure_aggregator(weighted=True)
     if config.compress:
