@@ -196,7 +196,8 @@ def prepare(config: PrepareConfig) -> PrepareResult:
             "count": len(planted.canaries), "copies": sum(c.repeats for c in planted.canaries),
             "repeats": sorted({c.repeats for c in planted.canaries}), "digits": planted.digits,
             "file": CANARIES_FILE},
-        "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()},
+        "config": {k: str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v
+                   for k, v in asdict(config).items()},
     }
     if planted is not None:
         planted.save(out / CANARIES_FILE)

@@ -24,9 +24,21 @@ import json
 import os
 from pathlib import Path
 
+from datasets.errors import FedKBError
+
 COMPLETE_MARKER = "COMPLETE"
 MANIFEST_FORMAT = "fedkb-checkpoint-manifest/1"
 PREFIX = "program_state_"
+
+
+class CheckpointError(FedKBError):
+    """No checkpoint of a run can be used."""
+
+
+def no_usable_checkpoint(root: Path, damaged: dict[int, str]) -> CheckpointError:
+    listing = "; ".join(f"{PREFIX}{v}: {why}" for v, why in sorted(damaged.items()))
+    return CheckpointError(f"{root}: no usable checkpoint ({listing}); delete {root} to train "
+                           "again from round 0, or start a new run with another --out")
 
 
 def _sha256(path: Path) -> str:

@@ -18,29 +18,20 @@ from pathlib import Path
 
 import tensorflow_federated as tff
 
-from datasets.errors import FedKBError
-from fl_pipeline.checkpoint_manifest import (PREFIX, damage, marked_versions, version_of,
-                                             write_manifest)
+from fl_pipeline.checkpoint_manifest import (PREFIX, CheckpointError, damage, marked_versions,
+                                             no_usable_checkpoint, version_of, write_manifest)
+
+__all__ = ["CheckpointError", "CheckpointManager", "VerifiedStateManager"]
 
 log = logging.getLogger(__name__)
-
-
-class CheckpointError(FedKBError):
-    """No checkpoint of a run can be used."""
-
-
-def no_usable_checkpoint(root: Path, damaged: dict[int, str]) -> CheckpointError:
-    listing = "; ".join(f"{PREFIX}{v}: {why}" for v, why in sorted(damaged.items()))
-    return CheckpointError(f"{root}: no usable checkpoint ({listing}); delete {root} to train "
-                           "again from round 0, or start a new run with another --out")
 
 
 class VerifiedStateManager(tff.program.FileProgramStateManager):
     """A `FileProgramStateManager` whose versions count only once complete and intact.
 
     `keep` complete versions are kept (older ones are removed after a new
-    one is complete). Damaged versions found while loading are left on disk
-    for inspection, skipped, and replaced when training reaches them again.
+    one is complete). Damaged versions found while loading are skipped with
+    a warning; they stay on disk until training passes or reaches them again.
     """
 
     def __init__(self, root_dir: Path, keep: int = 5):

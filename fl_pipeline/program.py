@@ -30,7 +30,7 @@ from fl_pipeline.checkpoint_manifest import usable_versions
 from fl_pipeline.checkpoints import CheckpointManager, VerifiedStateManager
 from fl_pipeline.client_data import SeededClientDataSource
 from fl_pipeline.config import TrainConfig
-from fl_pipeline.execution import federated_context
+from fl_pipeline.execution import WorkerError, federated_context
 from fl_pipeline.participation import min_reports, plan_round
 from fl_pipeline.process import (SkipEmptyRounds, build_evaluation_process,
                                  build_training_process)
@@ -262,6 +262,9 @@ def run_program(run_dir: Path, store, model_config: ModelConfig, config: TrainCo
         with federated_context(config.workers, log_path=run_dir / "worker.log"):
             asyncio.run(_stop_on_background_failure(
                 _train(run_dir, store, model_config, config, progress)))
+    except WorkerError as e:
+        raise WorkerError(f"{e}; the run can continue from its last checkpoint with "
+                          f"`fedkb train --resume {run_dir}`") from None
     except Exception as e:
         failure = write_failure(e)
         if failure is None:

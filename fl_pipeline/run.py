@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from datasets.errors import FedKBError
-from fl_pipeline.checkpoint_manifest import usable_versions
+from fl_pipeline.checkpoint_manifest import no_usable_checkpoint, usable_versions
 from fl_pipeline.config import TrainConfig
 from fl_pipeline.participation import participation_summary, plan_rounds
 from fl_pipeline.privacy import dp_epsilon, upload_bytes
@@ -98,8 +98,6 @@ def resume(run_dir: Path, show_progress: bool = True) -> dict:
     check_writable(run_dir)
     usable, damaged = usable_versions(run_dir / "checkpoints")
     if damaged and not usable:
-        from fl_pipeline.checkpoints import no_usable_checkpoint
-
         raise no_usable_checkpoint(run_dir / "checkpoints", damaged)
     return _run(run_dir, store, model_config, config, show_progress)
 

@@ -257,3 +257,44 @@ def test_after_a_full_disk_the_run_finishes_where_it_would_have(faulty_run, full
     _, full_run, _ = full_disk_attempt
     fedkb("train", "--resume", full_run)
     assert_same_final_weights(run_dir, full_run)
+
+
+@pytest.fixture(scope="module")
+def crashed_worker(data_dir, tmp_path_factory):
+    """A run whose TFF worker segfaults (SIGSEGV, as one did on this machine) after round 2."""
+    import signal
+    import time
+
+    import psutil
+
+    run_dir = tmp_path_factory.mktemp("crash") / "run"
+    process = subprocess.Popen([sys.executable, "-m", "fl_pipeline.cli", "train", "--data",
+                                str(data_dir), "--out", str(run_dir), *FLAGS],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    marker = run_dir / "checkpoints" / "program_state_2" / "COMPLETE"
+    deadline = time.time() + 300
+    while not marker.exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    workers = [p for p in psutil.Process(process.pid).children(recursive=True)
+               if "worker_binary" in " ".join(p.cmdline())]
+    assert len(workers) == 1 and marker.exists()
+    workers[0].send_signal(signal.SIGSEGV)
+    stdout, stderr = process.communicate(timeout=120)  # not a hang
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr), run_dir
+
+
+def test_a_crashed_worker_stops_training_with_a_clear_error(crashed_worker):
+    out, run_dir = crashed_worker
+    error = one_line_error(out)
+    assert "TFF worker" in error and "killed by SIGSEGV" in error
+    assert f"fedkb train --resume {run_dir}" in error
+    assert not (run_dir / "summary.json").exists()
+
+
+@pytest.mark.full
+def test_after_a_worker_crash_the_run_resumes_to_the_same_model(faulty_run, crashed_worker):
+    run_dir, _ = faulty_run
+    _, crashed = crashed_worker
+    fedkb("train", "--resume", crashed)
+    assert_same_final_weights(run_dir, crashed)
