@@ -38,7 +38,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
 
-from datasets.canaries import CANARIES_FILE, DIGITS, CanarySet
+from datasets.canaries import CANARIES_FILE, DIGITS, CanarySet, canary_text
 from datasets.errors import FedKBError
 from datasets.examples import encode_text, windows
 from datasets.store import ClientStore, store_client_id
@@ -109,10 +109,11 @@ def secret_logprobs(model: tf.keras.Model, vocab: Vocabulary, canaries: CanarySe
                     progress: bool = False) -> np.ndarray:
     """ln P(sentence) for every candidate secret, indexed by the secret's value
     ("00042" -> 42): the whole canary sentence, prefix and `<eos>` included."""
-    example = canaries.canaries[0].text if canaries.canaries else None
-    ids = encode_text(example, vocab)
-    prefix = ids[:ids.index(vocab.id(canaries.canaries[0].secret[0]))]
-    suffix = ids[len(prefix) + canaries.digits:]
+    ids = encode_text(canary_text("0" * canaries.digits), vocab)
+    prefix = encode_text(canaries.prefix, vocab)[:-1]  # <bos> my pin number is (no <eos>)
+    suffix = ids[len(prefix) + canaries.digits:]  # <eos>
+    if ids[:len(prefix)] != prefix:
+        raise AuditError(f"the canary format {canaries.prefix!r} does not tokenize as a prefix")
     if len(ids) > seq_len + 1:
         raise AuditError(f"a canary is {len(ids)} tokens, more than one window of the model "
                          f"(seq_len {seq_len} + 1)")
