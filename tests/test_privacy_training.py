@@ -194,6 +194,13 @@ def test_a_secret_typed_32_times_is_exposed_without_dp_and_not_with_strong_dp(
     assert plain["controls"]["mean_exposure_bits"] < 3
 
 
+def test_auditing_a_run_without_canaries_says_how_to_plant_them(plain_run):
+    out = fedkb("audit", plain_run, check=False)  # its own data dir: the server's, no canaries
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines()[-1].startswith("fedkb audit: error: ")
+    assert "canaries.json: not found" in out.stderr and "--canaries" in out.stderr
+
+
 def test_the_exposure_search_agrees_with_the_model_itself(sites, plain_run):
     """Exact enumeration uses a digit tree with one LSTM step per node; it must give the
     Keras model's own log-probabilities of whole sentences."""
