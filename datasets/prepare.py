@@ -5,7 +5,8 @@ store is what keeps training lazy), keeps `max_clients` of them if asked,
 splits clients into training and held-out, builds the vocabulary (public
 `wordfreq` words by default, or the training clients' own words), encodes
 every text into windows of T+1 ids and writes `clients.sqlite`, `vocab.json`
-and `stats.json` into the output directory. Nothing is dropped without
+and `stats.json` into the output directory (and `canaries.json` when
+canaries are planted for a memorization audit, see `datasets/canaries.py`). Nothing is dropped without
 being counted in `stats.json`.
 """
 
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from datasets.canaries import CANARIES_FILE, DIGITS, CanaryError, CanarySet, insert, plant
 from datasets.corpus import Corpus, CorpusError, ReadLog
 from datasets.examples import encode_text, windows
 from datasets.readers import BUILTIN, read_corpus
@@ -26,7 +28,8 @@ from datasets.splits import (HELDOUT_FUTURE, HELDOUT_PAST, SPLITS, TRAIN, Client
 from datasets.stats import ClientSizes, SplitCounts
 from datasets.store import (FEATURE, FORMAT, STATS_FILE, STORE_FILE, VOCAB_FILE, StoreWriter,
                             serialize_tokens, store_client_id)
-from datasets.vocab import RESERVED_TOKENS, Vocabulary, count_tokens
+from datasets.tokenizer import tokenize
+from datasets.vocab import OOV_ID, RESERVED_TOKENS, Vocabulary, count_tokens
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,9 @@ class PrepareConfig:
     max_clients: int | None = None
     skip_bad_lines: bool = False
     seed: int = 0
+    canaries: int = 0  # canaries planted per repeat count (0: none), see datasets/canaries.py
+    canary_repeats: tuple[int, ...] = (1, 4, 16)  # copies of each canary in its client
+    canary_digits: int = 5  # digits of a secret: 10^digits candidates to rank it among
 
 
 @dataclass(frozen=True)
@@ -54,12 +60,13 @@ class PrepareResult:
     warning: str | None
 
 
-def _build_vocab(config: PrepareConfig, corpus: Corpus, train: list[str]) -> tuple[Vocabulary, str]:
+def _build_vocab(config: PrepareConfig, clients: dict[str, list[str]], train: list[str]
+                 ) -> tuple[Vocabulary, str]:
     if config.vocab_size <= len(RESERVED_TOKENS):
         raise CorpusError(f"--vocab-size must exceed the {len(RESERVED_TOKENS)} reserved tokens "
                           f"(<pad>, <oov>, <bos>, <eos>, punctuation), got {config.vocab_size}")
     if config.vocab_from_data:  # never from held-out clients: they stand for unseen users
-        counts = count_tokens(text for client in train for text in corpus.clients[client])
+        counts = count_tokens(text for client in train for text in clients[client])
         return Vocabulary.from_counts(counts, config.vocab_size), "training clients' text"
     return Vocabulary.from_wordfreq(config.vocab_size), "wordfreq (public English word list)"
 
@@ -112,6 +119,32 @@ def _check(config: PrepareConfig) -> None:
                           f"not to {config.corpus}; drop the option")
 
 
+def _plant_canaries(config: PrepareConfig, clients: dict[str, list[str]], train: list[str]
+                    ) -> tuple[dict[str, list[str]], CanarySet | None]:
+    """The clients' texts with canaries inserted (a new dict; the corpus is left as read)."""
+    if not config.canaries:
+        return clients, None
+    planted = plant(train, config.canaries, config.canary_repeats, config.canary_digits,
+                    config.seed)
+    clients = dict(clients)
+    for canary in planted.canaries:
+        clients[canary.client_id] = insert(clients[canary.client_id], canary, config.seed)
+    return clients, planted
+
+
+def _check_canaries_fit(planted: CanarySet, vocab: Vocabulary, seq_len: int) -> None:
+    """Every canary token must be a vocabulary word, and a canary one training window."""
+    text = planted.canaries[0].text
+    missing = sorted(t for t in set(tokenize(text)) | set(DIGITS) if vocab.id(t) == OOV_ID)
+    if missing:
+        raise CanaryError(f"canary words {', '.join(missing)} are not in the vocabulary, so the "
+                          "model could not learn the secrets; use a larger --vocab-size")
+    length = len(encode_text(text, vocab))
+    if length > seq_len + 1:
+        raise CanaryError(f"a canary is {length} tokens, longer than one training window "
+                          f"(--seq-len {seq_len} + 1); use --seq-len {length - 1} or more")
+
+
 def read_and_split(config: PrepareConfig, log: ReadLog) -> tuple[Corpus, list[str], ClientSplit]:
     """The corpus, the clients kept (`max_clients`) and their train / held-out split.
 
@@ -133,16 +166,20 @@ def prepare(config: PrepareConfig) -> PrepareResult:
     """Reads, splits, encodes and writes a corpus; returns its stats."""
     log = ReadLog(skip_bad_lines=config.skip_bad_lines)
     corpus, kept, split = read_and_split(config, log)
-    vocab, vocab_source = _build_vocab(config, corpus, split.train)
+    clients, planted = _plant_canaries(config, corpus.clients, split.train)
+    vocab, vocab_source = _build_vocab(config, clients, split.train)
+    if planted is not None:
+        _check_canaries_fit(planted, vocab, config.seq_len)
 
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / STATS_FILE).unlink(missing_ok=True)  # the store is incomplete until stats.json is back
+    (out / CANARIES_FILE).unlink(missing_ok=True)  # never an old run's secrets next to new data
     tally = _Tally()
     work = [(c, False) for c in split.train] + [(c, True) for c in split.heldout]
     with StoreWriter(out / STORE_FILE) as writer:
         for client, heldout in tqdm(work, desc="writing client store", unit="client"):
-            _write_client(writer, client, corpus.clients[client], heldout, vocab, config, tally)
+            _write_client(writer, client, clients[client], heldout, vocab, config, tally)
 
     found = len(corpus.clients) + corpus.clients_not_read
     stats = {
@@ -164,8 +201,15 @@ def prepare(config: PrepareConfig) -> PrepareResult:
         "skipped": log.counts(),
         "dropped_clients": {"max_clients": found - len(kept),
                             "without_texts": log.clients_without_texts},
-        "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()},
+        "canaries": None if planted is None else {
+            "count": len(planted.canaries), "copies": sum(c.repeats for c in planted.canaries),
+            "repeats": sorted({c.repeats for c in planted.canaries}), "digits": planted.digits,
+            "file": CANARIES_FILE},
+        "config": {k: str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v
+                   for k, v in asdict(config).items()},
     }
+    if planted is not None:
+        planted.save(out / CANARIES_FILE)
     vocab.save(out / VOCAB_FILE)
     _write_json(out / STATS_FILE, stats)
     return PrepareResult(stats, log.warning())

@@ -119,4 +119,9 @@ def format_stats(stats: dict) -> str:
         f"dropped clients: {dropped['max_clients']} by --max-clients, "
         f"{dropped['without_texts']} without usable texts",
     ]
+    canaries = stats.get("canaries")
+    if canaries:
+        lines.append(f"canaries: {canaries['count']} planted ({canaries['copies']} copies, repeats "
+                     f"{', '.join(map(str, canaries['repeats']))}; the secrets are in "
+                     f"{canaries['file']}: keep it private)")
     return "\n".join(lines)

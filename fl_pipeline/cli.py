@@ -43,6 +43,16 @@ def positive_int(text: str) -> int:
     return value
 
 
+def positive_ints(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or any(v <= 0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected positive integers separated by commas, got {text}")
+    return values
+
+
 def fraction(text: str) -> float:
     value = float(text)
     if not 0.0 < value < 1.0:
@@ -79,6 +89,14 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--skip-bad-lines", action="store_true",
                          help="warn about and count bad lines instead of stopping")
     prepare.add_argument("--seed", type=int, default=0)
+    prepare.add_argument("--canaries", type=positive_int, default=None, metavar="N",
+                         help="plant N random canary sentences ('my pin number is 4 8 1 5 2') per "
+                         "repeat count in training clients, for `fedkb audit` (secrets go to "
+                         "canaries.json)")
+    prepare.add_argument("--canary-repeats", type=positive_ints, default=(1, 4, 16),
+                         metavar="R1,R2,...", help="copies of each canary in its client (default 1,4,16)")
+    prepare.add_argument("--canary-digits", type=positive_int, default=5, metavar="D",
+                         help="digits of a canary's secret: it is ranked among 10^D (default 5)")
     stats = data_commands.add_parser("stats", help="print clients, texts, tokens and size quantiles")
     stats.add_argument("data_dir", type=Path, nargs="?", default=DEFAULT_DATA_DIR)
 
@@ -105,6 +123,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="train with differential privacy (tff.learning.dp_aggregator)")
     train.add_argument("--secure-agg", action="store_true", help="tff.learning.secure_aggregator")
     train.add_argument("--compress", action="store_true", help="tff.learning.compression_aggregator")
+    train.add_argument("--dropout", type=float, default=None, metavar="P",
+                       help="each sampled client fails mid-round with probability P (simulated, seeded)")
+    train.add_argument("--over-select", type=float, default=None, metavar="F",
+                       help="invite ceil(F x clients-per-round) clients and aggregate the first "
+                       "clients-per-round to report (default 1)")
     train.add_argument("--workers", default=None, metavar="HOST:PORT,...",
                        help="run rounds on remote TFF workers started with `fedkb worker`")
     train.add_argument("--seed", type=int, default=None)
@@ -130,6 +153,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     worker = commands.add_parser("worker", help="serve TFF computations for `fedkb train --workers`")
     worker.add_argument("--port", type=positive_int, required=True)
+
+    audit = commands.add_parser("audit", help="measure memorization: exposure of the canaries "
+                                "planted by `fedkb data prepare --canaries`")
+    audit.add_argument("run_dir", type=Path, nargs="?", default=DEFAULT_RUN_DIR)
+    audit.add_argument("--data", type=Path, default=None,
+                       help="the data directory with canaries.json (default: the run's own)")
 
     bench = commands.add_parser("bench", help="measure quality, speed, size and communication")
     size = bench.add_mutually_exclusive_group()

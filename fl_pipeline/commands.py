@@ -29,12 +29,14 @@ def run_data(args: argparse.Namespace) -> int:
         vocab_from_data=args.vocab_from_data, include_offensive=args.include_offensive,
         heldout_fraction=args.heldout_fraction, past_fraction=args.past_fraction,
         seq_len=args.seq_len, max_clients=args.max_clients,
-        skip_bad_lines=args.skip_bad_lines, seed=args.seed)
+        skip_bad_lines=args.skip_bad_lines, seed=args.seed, canaries=args.canaries or 0,
+        canary_repeats=args.canary_repeats, canary_digits=args.canary_digits)
     result = prepare(config)
     if result.warning:
         print(f"fedkb data: warning: {result.warning}", file=sys.stderr)
     print(format_stats(result.stats))
-    print(f"\nwrote {args.out}/ (clients.sqlite, vocab.json, stats.json)")
+    canaries = ", canaries.json" if result.stats.get("canaries") else ""
+    print(f"\nwrote {args.out}/ (clients.sqlite, vocab.json, stats.json{canaries})")
     return 0
 
 
@@ -44,7 +46,8 @@ def train_config_from_args(args: argparse.Namespace) -> "TrainConfig":
 
     fields = ("rounds", "clients_per_round", "local_epochs", "batch_size",
               "max_examples_per_client", "client_lr", "server_optimizer", "server_lr",
-              "eval_every", "eval_clients", "checkpoint_every", "seed", "dp_noise_multiplier")
+              "eval_every", "eval_clients", "checkpoint_every", "seed", "dp_noise_multiplier",
+              "dropout", "over_select")
     overrides = {name: getattr(args, name) for name in fields if getattr(args, name) is not None}
     if args.workers:
         overrides["workers"] = tuple(w.strip() for w in args.workers.split(",") if w.strip())
@@ -69,6 +72,12 @@ def run_train(args: argparse.Namespace) -> int:
     print(f"trained {summary['rounds']} rounds on {summary['clients_seen']} of "
           f"{summary['training_clients']} phones in {summary['wall_time_s']:.0f} s; held-out "
           f"top-1 {heldout['top1_accuracy']:.3f}, top-3 {heldout['top3_accuracy']:.3f}")
+    participation = summary.get("participation") or {}
+    if participation.get("dropout") or participation.get("over_select", 1) > 1:
+        print(f"client failures: {participation['failed_clients']} clients dropped out, "
+              f"{participation['late_reports_discarded']} late reports discarded, "
+              f"{len(participation['skipped_rounds'])} of {summary['rounds']} rounds skipped "
+              f"(fewer than {participation['min_reports']} reports)")
     if summary["dp"]:
         print(f"differential privacy: epsilon {summary['dp']['epsilon']:.2f} "
               f"at delta {summary['dp']['delta']:.1e}")
@@ -114,6 +123,15 @@ def run_app(args: argparse.Namespace) -> int:
                          "desktop, or on a virtual one: xvfb-run -a -s \"-screen 0 1280x720x24 "
                          "+extension GLX\" fedkb app")
     return open_app(args.model, args.user_dir)
+
+
+def run_audit(args: argparse.Namespace) -> int:
+    from fl_pipeline.audit import audit_run, format_exposure_table
+
+    report = audit_run(args.run_dir, args.data, progress=True)
+    print(format_exposure_table(report))
+    print(f"written to {args.run_dir / 'audit.json'}")
+    return 0
 
 
 def run_worker(args: argparse.Namespace) -> int:

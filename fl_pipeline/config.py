@@ -33,6 +33,8 @@ class TrainConfig:
     secure_agg: bool = False
     compress: bool = False
     workers: tuple[str, ...] = ()  # host:port of `fedkb worker`s; empty = one local worker
+    dropout: float = 0.0  # chance that a sampled client fails mid-round (simulated, seeded)
+    over_select: float = 1.0  # invite ceil(over_select x clients_per_round), aggregate the first reports
 
     def __post_init__(self):
         for name in ("rounds", "clients_per_round", "local_epochs", "batch_size",
@@ -46,6 +48,11 @@ class TrainConfig:
         for name in ("client_lr", "server_lr"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"TrainConfig.{name} must be positive, got {getattr(self, name)!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"TrainConfig.dropout must be in [0, 1), got {self.dropout!r}")
+        if not 1.0 <= self.over_select <= 10.0:
+            raise ValueError("TrainConfig.over_select must be between 1 and 10 (times clients_per_round), "
+                             f"got {self.over_select!r}")
         if self.dp_noise_multiplier is not None:
             if self.dp_noise_multiplier < 0:
                 raise ValueError("TrainConfig.dp_noise_multiplier must be >= 0, "

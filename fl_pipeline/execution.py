@@ -5,7 +5,9 @@ a `__del__`, so the process often outlives Python. FedKB starts the worker
 itself (it is the same binary TFF's remote execution uses), connects TFF's
 `RemoteExecutor` to it, and stops it on normal exit, on exceptions, on
 SIGINT/SIGTERM and, through the kernel's parent-death signal, even when the
-trainer is killed with SIGKILL.
+trainer is killed with SIGKILL. The other way round, a local worker that
+dies (it has segfaulted) stops the trainer with a `WorkerError` instead of
+leaving it waiting forever.
 
 With `workers=["host:port", ...]` nothing is started locally: each round's
 clients are split across those workers by TFF's mergeable-computation
@@ -18,8 +20,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -117,24 +121,68 @@ def _raise_keyboard_interrupt(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+class _WorkerWatch:
+    """Turns the death of a local worker into a `WorkerError` in the main thread.
+
+    TFF's remote executor waits forever for a worker that crashed (seen: a
+    segfault in the worker's gRPC server), so the trainer would hang. A
+    thread polls the workers; when one dies, SIGUSR1 interrupts the main
+    thread, whose handler raises."""
+
+    def __init__(self, processes: Sequence[subprocess.Popen], log_path: Path | None):
+        self._processes = processes
+        self._log_path = log_path
+        self._stop = threading.Event()
+        self._dead: subprocess.Popen | None = None
+        self._previous = signal.signal(signal.SIGUSR1, self._raise)
+        self._thread = threading.Thread(target=self._watch, name="tff-worker-watch", daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.5):
+            for process in self._processes:
+                if process.poll() is not None:
+                    self._dead = process
+                    os.kill(os.getpid(), signal.SIGUSR1)
+                    return
+
+    def _raise(self, signum, frame):
+        process = self._dead
+        if process is None or self._stop.is_set():
+            return
+        code = process.returncode
+        how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+        where = f"; its log: {self._log_path}" if self._log_path else ""
+        raise WorkerError(f"the TFF worker (pid {process.pid}) stopped unexpectedly ({how}){where}")
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        signal.signal(signal.SIGUSR1, self._previous)
+
+
 @contextlib.contextmanager
 def federated_context(workers: Sequence[str] = (), log_path: Path | None = None
                       ) -> Iterator[tff.program.NativeFederatedContext]:
     """The context a training or evaluation program runs in; workers stop on exit."""
     processes: list[subprocess.Popen] = []
     previous_sigterm = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    watch = None
     try:
         addresses = list(workers)
         if not addresses:
             port = portpicker.pick_unused_port()
             processes.append(start_worker(port, log_path))
             addresses = [f"localhost:{port}"]
+            watch = _WorkerWatch(processes, log_path)
         contexts = [remote_context(address) for address in addresses]
         context = contexts[0] if len(contexts) == 1 else SplitAcrossWorkers(contexts)
         program_context = tff.program.NativeFederatedContext(context)
         with tff.framework.get_context_stack().install(program_context):
             yield program_context
     finally:
+        if watch is not None:
+            watch.stop()  # before stopping the workers on purpose
         for process in processes:
             stop_worker(process)
         signal.signal(signal.SIGTERM, previous_sigterm)

@@ -53,7 +53,12 @@ def server_optimizer(config: TrainConfig) -> tff.learning.optimizers.Optimizer:
 def model_update_aggregator(config: TrainConfig):
     """The aggregator the privacy/communication options ask for (None = weighted mean)."""
     if config.dp_noise_multiplier is not None:
-        return tff.learning.dp_aggregator(config.dp_noise_multiplier, config.clients_per_round)
+        # zeroing=False: TFF's default zeroing threshold adapts to the clients'
+        # update norms without noise, outside the (epsilon, delta) accounting.
+        # Clipping already bounds every update; a non-finite one makes the
+        # finalizer reject the round.
+        return tff.learning.dp_aggregator(config.dp_noise_multiplier, config.clients_per_round,
+                                          zeroing=False)
     if config.secure_agg:
         return tff.learning.secure_aggregator(weighted=True)
     if config.compress:
@@ -89,3 +94,32 @@ def build_evaluation_process(model_config: ModelConfig, client_data: tff.simulat
     process = tff.learning.algorithms.build_fed_eval(tff_model_fn(model_config))
     datasets = build_dataset_computation(client_data, batch_size=batch_size)
     return tff.simulation.compose_dataset_computation_with_learning_process(datasets, process)
+
+
+class SkipEmptyRounds:
+    """The training process as `train_model` drives it, except that a round
+    with no clients (skipped: too few reports, see `participation`) leaves
+    the whole server state as it was.
+
+    Why not TFF's own mechanisms alone: weighted FedAvg's finalizer already
+    rejects the 0/0 mean of an empty cohort (`update_non_finite`), but DP's
+    fixed-denominator mean would apply a noise-only update and the adaptive
+    clipping/zeroing estimates would still move; and `train_model`'s
+    `should_discard_round` retries a round from the previous iterator state,
+    which with seeded selection is the same cohort again (a loop), unsaved
+    across restarts. So the empty round still runs in TFF, which gives the
+    exact metrics of a round in which nothing was trained (all counts 0),
+    and its state is dropped. Every other attribute is the wrapped process's.
+    """
+
+    def __init__(self, process: tff.learning.templates.LearningProcess):
+        self._process = process
+
+    def __getattr__(self, name: str):
+        return getattr(self._process, name)
+
+    def next(self, state, clients):
+        output = self._process.next(state, clients)
+        if len(clients) == 0:
+            return tff.learning.templates.LearningProcessOutput(state=state, metrics=output.metrics)
+        return output

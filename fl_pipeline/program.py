@@ -6,63 +6,43 @@ to FedKB's run directory.
 resumes where it stopped, hands checkpoints to an `EvaluationManager` that
 runs `build_fed_eval` on held-out clients every K rounds, and releases
 metrics. FedKB supplies the pieces around it: the run directory, seeded
-client sampling, checkpoints every K rounds that are trusted only once
-complete, metrics to CSV/TensorBoard, a progress bar, and the final Keras
-weights.
+client sampling with simulated client failures (`participation`),
+checkpoints every K rounds that are trusted only once complete and intact
+(`checkpoints`), metrics to CSV/TensorBoard, a progress bar, the final Keras
+weights, and a clear error when the run directory cannot be written.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime
+import os
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
 import tensorflow_federated as tff
 from tqdm.auto import tqdm
 
+from datasets.errors import FedKBError
+from fl_pipeline.checkpoint_manifest import usable_versions
+from fl_pipeline.checkpoints import CheckpointManager, VerifiedStateManager
 from fl_pipeline.client_data import SeededClientDataSource
 from fl_pipeline.config import TrainConfig
-from fl_pipeline.execution import federated_context
-from fl_pipeline.process import build_evaluation_process, build_training_process
+from fl_pipeline.execution import WorkerError, federated_context
+from fl_pipeline.participation import min_reports, plan_round
+from fl_pipeline.process import (SkipEmptyRounds, build_evaluation_process,
+                                 build_training_process)
+from fl_pipeline.write_errors import write_failure
 from models.next_word import ModelConfig, build_model
-
-COMPLETE_MARKER = "COMPLETE"
-
-
-class CheckpointManager(tff.program.FileProgramStateManager):
-    """Saves program state every `every` rounds (and the first and last), and
-    lists a checkpoint only after it was written completely, so a process
-    killed mid-save resumes from the previous one."""
-
-    def __init__(self, root_dir: Path, every: int, last_round: int, keep_total: int = 3):
-        super().__init__(root_dir, keep_total=keep_total, keep_first=False)
-        self._every = every
-        self._last_round = last_round
-
-    def _is_complete(self, version: int) -> bool:
-        return (Path(self._get_path_for_version(version)) / COMPLETE_MARKER).exists()
-
-    async def get_versions(self) -> list[int] | None:
-        versions = [v for v in (await super().get_versions() or []) if self._is_complete(v)]
-        return versions or None
-
-    async def save(self, program_state, version: int) -> None:
-        if version % self._every and version != self._last_round:
-            return
-        path = Path(self._get_path_for_version(version))
-        if path.exists() and not self._is_complete(version):
-            shutil.rmtree(path)  # left half-written by a killed process
-        await super().save(program_state, version)
-        (path / COMPLETE_MARKER).touch()
 
 
 async def drop_evaluations_after(checkpoints: Path, last_round: int) -> None:
     """Before resuming from `last_round`: forget evaluations that a killed
     process started for later rounds. Training redoes those rounds and starts
     their evaluations again; TFF would otherwise find them twice."""
-    evaluations = tff.program.FileProgramStateManager(checkpoints / "eval_manager")
+    evaluations = VerifiedStateManager(checkpoints / "eval_manager")
     no_evaluations = (np.zeros([0], np.int32), np.zeros([0], np.int32))
     state, version = await evaluations.load_latest(no_evaluations)
     if state is not None and (state[0] > last_round).any():
@@ -73,8 +53,22 @@ async def drop_evaluations_after(checkpoints: Path, last_round: int) -> None:
             shutil.rmtree(path)
 
 
+class RunDirWriteError(FedKBError):
+    """The run directory could not be written (disk full, read-only, no permission)."""
+
+    @classmethod
+    def describe(cls, run_dir: Path, said: str, fix: str) -> "RunDirWriteError":
+        usable, _ = usable_versions(run_dir / "checkpoints")
+        kept = (f"the last complete checkpoint (round {max(usable)}) is intact" if usable
+                else "no checkpoint was complete yet")
+        return cls(f"{run_dir}: cannot write ({said}); {kept}; {fix}, then continue with "
+                   f"`fedkb train --resume {run_dir}`")
+
+
 class KerasWeightsRelease(tff.program.ReleaseManager):
-    """Writes the released model as Keras weights; the last release is the final model."""
+    """Writes the released model as Keras weights; the last release is the final model.
+
+    Written under a temporary name and renamed, so the file is never half-written."""
 
     def __init__(self, path: Path, model_config: ModelConfig):
         self._path = path
@@ -82,7 +76,33 @@ class KerasWeightsRelease(tff.program.ReleaseManager):
 
     async def release(self, value, key) -> None:
         value.global_model_weights.assign_weights_to(self._model)
-        self._model.save_weights(str(self._path))
+        partial = self._path.with_name("partial." + self._path.name)  # keeps the .h5 suffix
+        self._model.save_weights(str(partial))
+        os.replace(partial, self._path)
+
+
+class WithParticipation(tff.program.ReleaseManager):
+    """Adds each round's participation (sampled, failed, late, aggregated,
+    skipped) to its training metrics, replayed from the seed, and says when
+    a round was skipped."""
+
+    def __init__(self, inner: tff.program.ReleaseManager, client_ids, clients_per_round: int,
+                 config: TrainConfig, progress: "ProgressBar"):
+        self._inner = inner
+        self._client_ids = client_ids
+        self._k = clients_per_round
+        self._config = config
+        self._progress = progress
+
+    async def release(self, value, key) -> None:
+        plan = plan_round(self._client_ids, self._config.seed, key - 1, self._k,
+                          self._config.dropout, self._config.over_select)
+        if plan.skipped:
+            reported = len(plan.sampled) - len(plan.failed)
+            self._progress.note(f"round {key} skipped: {reported} of {len(plan.sampled)} invited "
+                                f"clients reported, {min_reports(self._k)} needed; the model is "
+                                "unchanged")
+        await self._inner.release({**value, "participation": plan.counts()}, key)
 
 
 class ProgressBar:
@@ -95,12 +115,21 @@ class ProgressBar:
         self.bar = tqdm(total=total_rounds, unit="round", desc="federated training",
                         disable=not enabled, dynamic_ncols=True)
         self.postfix: dict[str, str] = {}
+        self.skipped = 0
 
     def round_done(self, round_num: int, metrics) -> None:
         self.bar.update(round_num - self.bar.n)  # a resumed run starts past 0
-        self.postfix.update(loss=f"{float(find_metric(metrics, 'token_loss')):.3f}",
-                            top3=f"{float(find_metric(metrics, 'top3_accuracy')):.3f}")
+        if find_metric(metrics, "skipped"):  # nothing was trained: no loss to show
+            self.skipped += 1
+            self.postfix["skipped"] = str(self.skipped)
+        else:
+            self.postfix.update(loss=f"{float(find_metric(metrics, 'token_loss')):.3f}",
+                                top3=f"{float(find_metric(metrics, 'top3_accuracy')):.3f}")
         self.bar.set_postfix(self.postfix)
+
+    def note(self, message: str) -> None:
+        """A line above the bar (or on stderr without one)."""
+        self.bar.write(message, file=sys.stderr)
 
     def evaluation_done(self, metrics) -> None:
         self.postfix["heldout_top3"] = f"{float(find_metric(metrics, 'top3_accuracy')):.3f}"
@@ -144,6 +173,9 @@ async def _train(run_dir: Path, store, model_config: ModelConfig, config: TrainC
     evaluation = build_evaluation_process(model_config, store.client_data("heldout_future"))
     train_ids = store.client_ids("train")
     heldout_ids = store.client_ids("heldout_future")
+    per_round = min(config.clients_per_round, len(train_ids))
+    train_data = SeededClientDataSource(train_ids, config.seed, dropout=config.dropout,
+                                        over_select=config.over_select)
 
     # The seed fixes the initial model: TFF's `initialize` would draw it anew.
     initial_weights = tff.learning.models.ModelWeights.from_model(
@@ -153,14 +185,18 @@ async def _train(run_dir: Path, store, model_config: ModelConfig, config: TrainC
 
     checkpoints = run_dir / "checkpoints"
     checkpoint_manager = CheckpointManager(checkpoints, config.checkpoint_every, config.rounds)
-    resumed_from = await checkpoint_manager.get_versions()
+    # Find the checkpoint to resume from before TFF does (skipping damaged
+    # ones, or stopping when none is usable), so evaluations started after
+    # it are dropped first; `train_model` then loads the same version.
+    _, resumed_from = await checkpoint_manager.load_latest(
+        tff.learning.programs.ProgramState(state, 0, 0, train_data.iterator()))
     if resumed_from:
-        await drop_evaluations_after(checkpoints, max(resumed_from))
-    train_metrics = tff.program.GroupingReleaseManager([
+        await drop_evaluations_after(checkpoints, resumed_from)
+    train_metrics = WithParticipation(tff.program.GroupingReleaseManager([
         tff.program.CSVFileReleaseManager(run_dir / "metrics.csv", key_fieldname="round"),
         tff.program.TensorBoardReleaseManager(run_dir / "tensorboard" / "train"),
         TrainProgress(progress),
-    ])
+    ]), train_ids, per_round, config, progress)
     eval_metrics = tff.program.GroupingReleaseManager([
         tff.program.CSVFileReleaseManager(run_dir / "eval_metrics.csv", key_fieldname="round"),
         tff.program.TensorBoardReleaseManager(run_dir / "tensorboard" / "heldout"),
@@ -169,16 +205,16 @@ async def _train(run_dir: Path, store, model_config: ModelConfig, config: TrainC
     evaluation_manager = tff.learning.programs.EvaluationManager(
         data_source=SeededClientDataSource(heldout_ids, config.seed),
         aggregated_metrics_manager=eval_metrics,
-        create_state_manager_fn=lambda name: tff.program.FileProgramStateManager(checkpoints / name),
+        create_state_manager_fn=lambda name: VerifiedStateManager(checkpoints / name),
         create_process_fn=lambda name: (evaluation, None),
         cohort_size=min(config.eval_clients, len(heldout_ids)),
         duration=datetime.timedelta(0),  # one evaluation round per checkpoint
     )
     await tff.learning.programs.train_model(
-        train_process=training,
+        train_process=SkipEmptyRounds(training),
         initial_train_state=state,
-        train_data_source=SeededClientDataSource(train_ids, config.seed),
-        train_per_round_clients=min(config.clients_per_round, len(train_ids)),
+        train_data_source=train_data,
+        train_per_round_clients=per_round,
         train_total_rounds=config.rounds,
         program_state_manager=checkpoint_manager,
         model_output_manager=KerasWeightsRelease(run_dir / "final_model.weights.h5", model_config),
@@ -188,12 +224,51 @@ async def _train(run_dir: Path, store, model_config: ModelConfig, config: TrainC
     )
 
 
+async def _stop_on_background_failure(program) -> None:
+    """Runs `program`, failing as soon as one of its background tasks fails.
+
+    `train_model` saves checkpoints and releases metrics in asyncio tasks
+    whose exceptions end up in the event loop's exception handler: logged,
+    and training would go on without checkpoints. Here the first such
+    failure cancels the program and is raised in its place."""
+    main = asyncio.current_task()
+    failures: list[BaseException] = []
+
+    def on_failure(loop, context):
+        exc = context.get("exception")
+        if exc is None:
+            loop.default_exception_handler(context)
+            return
+        failures.append(exc)
+        main.cancel()
+
+    asyncio.get_running_loop().set_exception_handler(on_failure)
+    try:
+        await program
+    except asyncio.CancelledError:
+        if failures:
+            raise failures[0] from None
+        raise
+
+
 def run_program(run_dir: Path, store, model_config: ModelConfig, config: TrainConfig,
                 show_progress: bool = True) -> None:
-    """Runs (or resumes) the rounds of `config` in `run_dir`; workers stop on exit."""
+    """Runs (or resumes) the rounds of `config` in `run_dir`; workers stop on exit.
+
+    A write that fails because of the disk (full, read-only, no permission)
+    becomes a one-line `RunDirWriteError` naming the last good checkpoint."""
     progress = ProgressBar(config.rounds, enabled=show_progress)
     try:
         with federated_context(config.workers, log_path=run_dir / "worker.log"):
-            asyncio.run(_train(run_dir, store, model_config, config, progress))
+            asyncio.run(_stop_on_background_failure(
+                _train(run_dir, store, model_config, config, progress)))
+    except WorkerError as e:
+        raise WorkerError(f"{e}; the run can continue from its last checkpoint with "
+                          f"`fedkb train --resume {run_dir}`") from None
+    except Exception as e:
+        failure = write_failure(e)
+        if failure is None:
+            raise
+        raise RunDirWriteError.describe(run_dir, *failure) from None
     finally:
         progress.close()

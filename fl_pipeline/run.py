@@ -8,7 +8,8 @@
       eval_metrics.csv       held-out clients' metrics every K rounds
       tensorboard/           the same metrics as TensorBoard events
       final_model.weights.h5 Keras weights of the final model
-      summary.json           rounds, clients, examples, final metrics, time, bytes, privacy
+      summary.json           rounds, clients, examples, final metrics, time, bytes, privacy,
+                             participation (failed clients, skipped rounds)
       worker.log             the TFF worker's own log
 """
 
@@ -22,8 +23,9 @@ import time
 from pathlib import Path
 
 from datasets.errors import FedKBError
-from fl_pipeline.client_data import SeededClientIterator
+from fl_pipeline.checkpoint_manifest import no_usable_checkpoint, usable_versions
 from fl_pipeline.config import TrainConfig
+from fl_pipeline.participation import participation_summary, plan_rounds
 from fl_pipeline.privacy import dp_epsilon, upload_bytes
 from models.next_word import ModelConfig, build_model, count_parameters
 
@@ -84,13 +86,35 @@ def train(data_dir: Path, run_dir: Path, config: TrainConfig, model_overrides: d
 
 
 def resume(run_dir: Path, show_progress: bool = True) -> dict:
-    """Continues a run from its last complete checkpoint, with its own config."""
+    """Continues a run from its last complete checkpoint, with its own config.
+
+    Checks first, before TFF starts, what would otherwise fail minutes in:
+    that the run directory can be written and that some checkpoint is usable."""
     model_config, config, data = load_run_config(run_dir)
     store = open_store(Path(data["dir"]))
     if store.vocab.sha256 != data["vocab_sha256"]:
         raise RunDirError(f"{data['dir']}: its vocabulary changed since {run_dir} started "
                           "(sha256 differs); prepare the data again with the run's settings")
+    check_writable(run_dir)
+    usable, damaged = usable_versions(run_dir / "checkpoints")
+    if damaged and not usable:
+        raise no_usable_checkpoint(run_dir / "checkpoints", damaged)
     return _run(run_dir, store, model_config, config, show_progress)
+
+
+def check_writable(run_dir: Path) -> None:
+    """Raises a one-line RunDirError unless a file can be created in `run_dir`."""
+    probe = run_dir / ".fedkb-write-test"
+    try:
+        with open(probe, "wb") as f:
+            f.write(b"x")
+        probe.unlink()
+    except OSError as e:
+        usable, _ = usable_versions(run_dir / "checkpoints")
+        kept = (f"its last complete checkpoint (round {max(usable)}) is intact" if usable
+                else "it has no complete checkpoint")
+        raise RunDirError(f"{run_dir}: cannot write ({e.strerror}); {kept}; make the directory "
+                          f"writable (or free space), then `fedkb train --resume {run_dir}`") from None
 
 
 def _run(run_dir: Path, store, model_config: ModelConfig, config: TrainConfig,
@@ -100,7 +124,12 @@ def _run(run_dir: Path, store, model_config: ModelConfig, config: TrainConfig,
     started = time.monotonic()
     run_program(run_dir, store, model_config, config, show_progress)
     summary = summarize(run_dir, store, model_config, config, time.monotonic() - started)
-    write_json(run_dir / "summary.json", summary)
+    try:
+        write_json(run_dir / "summary.json", summary)
+    except OSError as e:
+        raise RunDirError(f"{run_dir / 'summary.json'}: cannot write ({e.strerror}); training "
+                          f"finished, so free space or make {run_dir} writable and run "
+                          f"`fedkb train --resume {run_dir}` to write it") from None
     return summary
 
 
@@ -123,10 +152,9 @@ def summarize(run_dir: Path, store, model_config: ModelConfig, config: TrainConf
               wall_time_s: float) -> dict:
     train_ids = store.client_ids("train")
     per_round = min(config.clients_per_round, len(train_ids))
-    sampler = SeededClientIterator(train_ids, config.seed)
-    clients_seen = set()
-    for _ in range(config.rounds):
-        clients_seen.update(sampler.select(per_round))
+    plans = plan_rounds(train_ids, config.seed, config.rounds, per_round, config.dropout,
+                        config.over_select)
+    clients_seen = {client for plan in plans for client in plan.aggregated}
     rounds = read_metrics_csv(run_dir / "metrics.csv")
     evaluations = read_metrics_csv(run_dir / "eval_metrics.csv")
     final = evaluations[-1] if evaluations else {}
@@ -156,6 +184,7 @@ def summarize(run_dir: Path, store, model_config: ModelConfig, config: TrainConf
         "final_metrics": {"heldout": heldout},
         "wall_time_s": wall_time_s,
         "upload_bytes_per_client_per_round": upload_bytes(sizes, config.compress),
+        "participation": participation_summary(plans, per_round, config.dropout, config.over_select),
         "raw_text_bytes_of_training_clients": store.stats.get("splits", {}).get("train", {}).get("utf8_bytes"),
         "vocab_sha256": store.vocab.sha256,
     }

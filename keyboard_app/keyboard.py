@@ -41,7 +41,7 @@ SYMBOL_ROWS: tuple[tuple[str, ...], ...] = (
 # The word being typed at the end of the raw text: letters/digits with inner
 # apostrophes, possibly ending in one ("don'"). The tokenizer's rule, on text
 # that is not yet normalized (so typographic apostrophes count too).
-_PARTIAL_WORD = re.compile(r"[^\W_]+(?:['\u2019][^\W_]*)*$")
+_PARTIAL_WORD = re.compile(r"[^\W_]+(?:['\u2019][^\W_]*)*\Z")  # \Z: "$" matches before a final "\n"
 _SENTENCE_END = ".!?"
 # Punctuation that attaches to the word before it, swallowing a suggestion's space.
 _ATTACHING = frozenset(".,!?;:")

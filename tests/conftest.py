@@ -1,0 +1,31 @@
+"""Long test variants (`@pytest.mark.full`) run only on request.
+
+    uv run pytest --full              # everything, long variants included
+    FEDKB_FULL_TESTS=1 make test      # the same through the README's command
+"""
+
+import os
+
+import pytest
+
+
+def pytest_addoption(parser):
+    parser.addoption("--full", action="store_true",
+                     help="also run the long variants marked @pytest.mark.full")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--full") or os.environ.get("FEDKB_FULL_TESTS") == "1":
+        return
+    skip = pytest.mark.skip(reason="long variant: run with `pytest --full` or FEDKB_FULL_TESTS=1")
+    for item in items:
+        if "full" in item.keywords:
+            item.add_marker(skip)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Drops TFF's default context (if a test imported TFF) while Python is still whole,
+    as the CLI does: left to interpreter exit, its __del__ prints a traceback."""
+    from fl_pipeline.cli import release_tff_default_context
+
+    release_tff_default_context()
