@@ -285,7 +285,12 @@ def crashed_worker(data_dir, tmp_path_factory):
                if "worker_binary" in " ".join(p.cmdline())]
     assert len(workers) == 1 and marker.exists()
     workers[0].send_signal(signal.SIGSEGV)
-    stdout, stderr = process.communicate(timeout=120)  # not a hang
+    try:
+        stdout, stderr = process.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+        raise AssertionError("training hung after its TFF worker crashed") from None
     return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr), run_dir
 
 
