@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import os
 import signal
 import subprocess
 import threading
@@ -80,9 +79,11 @@ def _compile(comp):
     return tff.backends.native.desugar_and_transform_to_native(comp)
 
 
-def remote_context(address: str, timeout: float = 30.0) -> tff.framework.AsyncExecutionContext:
+def remote_context(address: str, timeout: float = 30.0, channel: grpc.Channel | None = None
+                   ) -> tff.framework.AsyncExecutionContext:
     """An async TFF context executing on the worker at `address` (host:port)."""
-    stub = tff.framework.RemoteExecutorGrpcStub(grpc.insecure_channel(address, _GRPC_OPTIONS))
+    channel = channel or grpc.insecure_channel(address, _GRPC_OPTIONS)
+    stub = tff.framework.RemoteExecutorGrpcStub(channel)
     deadline = time.monotonic() + timeout
     while not stub.is_ready:
         if time.monotonic() > deadline:
@@ -122,19 +123,22 @@ def _raise_keyboard_interrupt(signum, frame):
 
 
 class _WorkerWatch:
-    """Turns the death of a local worker into a `WorkerError` in the main thread.
+    """Notices when a local worker dies, and makes the trainer notice too.
 
-    TFF's remote executor waits forever for a worker that crashed (seen: a
-    segfault in the worker's gRPC server), so the trainer would hang. A
-    thread polls the workers; when one dies, SIGUSR1 interrupts the main
-    thread, whose handler raises."""
+    TFF retries a computation whose worker is unavailable, forever (with
+    back-off): a worker that crashed (one segfaulted in its gRPC server on
+    this machine) would leave the trainer waiting. A thread polls the
+    workers; when one dies it closes the gRPC channels, so the next attempt
+    fails at once (a closed channel is not a retryable error) and
+    `federated_context` reports a `WorkerError` instead."""
 
-    def __init__(self, processes: Sequence[subprocess.Popen], log_path: Path | None):
+    def __init__(self, processes: Sequence[subprocess.Popen], channels: Sequence[grpc.Channel],
+                 log_path: Path | None):
         self._processes = processes
+        self._channels = channels
         self._log_path = log_path
         self._stop = threading.Event()
-        self._dead: subprocess.Popen | None = None
-        self._previous = signal.signal(signal.SIGUSR1, self._raise)
+        self.dead: subprocess.Popen | None = None
         self._thread = threading.Thread(target=self._watch, name="tff-worker-watch", daemon=True)
         self._thread.start()
 
@@ -142,23 +146,20 @@ class _WorkerWatch:
         while not self._stop.wait(0.5):
             for process in self._processes:
                 if process.poll() is not None:
-                    self._dead = process
-                    os.kill(os.getpid(), signal.SIGUSR1)
+                    self.dead = process
+                    for channel in self._channels:
+                        channel.close()
                     return
 
-    def _raise(self, signum, frame):
-        process = self._dead
-        if process is None or self._stop.is_set():
-            return
-        code = process.returncode
+    def error(self) -> WorkerError:
+        code = self.dead.returncode
         how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
         where = f"; its log: {self._log_path}" if self._log_path else ""
-        raise WorkerError(f"the TFF worker (pid {process.pid}) stopped unexpectedly ({how}){where}")
+        return WorkerError(f"the TFF worker (pid {self.dead.pid}) stopped unexpectedly ({how}){where}")
 
     def stop(self) -> None:
         self._stop.set()
         self._thread.join()
-        signal.signal(signal.SIGUSR1, self._previous)
 
 
 @contextlib.contextmanager
@@ -174,12 +175,19 @@ def federated_context(workers: Sequence[str] = (), log_path: Path | None = None
             port = portpicker.pick_unused_port()
             processes.append(start_worker(port, log_path))
             addresses = [f"localhost:{port}"]
-            watch = _WorkerWatch(processes, log_path)
-        contexts = [remote_context(address) for address in addresses]
+        channels = [grpc.insecure_channel(address, _GRPC_OPTIONS) for address in addresses]
+        if processes:
+            watch = _WorkerWatch(processes, channels, log_path)
+        contexts = [remote_context(a, channel=c) for a, c in zip(addresses, channels)]
         context = contexts[0] if len(contexts) == 1 else SplitAcrossWorkers(contexts)
         program_context = tff.program.NativeFederatedContext(context)
         with tff.framework.get_context_stack().install(program_context):
-            yield program_context
+            try:
+                yield program_context
+            except BaseException:
+                if watch is not None and watch.dead is not None:
+                    raise watch.error() from None  # whatever failed first, this is why
+                raise
     finally:
         if watch is not None:
             watch.stop()  # before stopping the workers on purpose

@@ -285,7 +285,12 @@ def crashed_worker(data_dir, tmp_path_factory):
                if "worker_binary" in " ".join(p.cmdline())]
     assert len(workers) == 1 and marker.exists()
     workers[0].send_signal(signal.SIGSEGV)
-    stdout, stderr = process.communicate(timeout=120)  # not a hang
+    try:
+        stdout, stderr = process.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+        raise AssertionError("training hung after its TFF worker crashed") from None
     return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr), run_dir
 
 
@@ -303,3 +308,40 @@ def test_after_a_worker_crash_the_run_resumes_to_the_same_model(faulty_run, cras
     _, crashed = crashed_worker
     fedkb("train", "--resume", crashed)
     assert_same_final_weights(run_dir, crashed)
+
+
+def test_with_dp_a_skipped_round_changes_nothing_although_tff_would_add_noise(data_dir):
+    """DP's mean divides by the planned cohort, so TFF alone would apply a noise-only
+    update for an empty round; `SkipEmptyRounds` keeps the whole state instead."""
+    import asyncio
+
+    import tensorflow_federated as tff
+
+    from datasets.store import ClientStore
+    from fl_pipeline.config import TrainConfig
+    from fl_pipeline.execution import federated_context
+    from fl_pipeline.process import SkipEmptyRounds, build_training_process
+    from models.next_word import ModelConfig
+
+    store = ClientStore(data_dir)
+    model = ModelConfig(vocab_size=len(store.vocab), seq_len=store.seq_len, embedding_dim=8,
+                        lstm_units=16)
+    process = build_training_process(model, TrainConfig(clients_per_round=4, batch_size=8,
+                                                        dp_noise_multiplier=0.3),
+                                     store.client_data("train"))
+
+    async def weights_after_an_empty_round(training):
+        materialize = tff.program.materialize_value
+        state = await materialize(training.initialize())
+        state = (await materialize(training.next(state, store.client_ids("train")[:4]))).state
+        before = (await materialize(training.get_model_weights(state))).trainable
+        after_state = (await materialize(training.next(state, []))).state
+        after = (await materialize(training.get_model_weights(after_state))).trainable
+        return before, after
+
+    with federated_context():
+        plain_before, plain_after = asyncio.run(weights_after_an_empty_round(process))
+        kept_before, kept_after = asyncio.run(weights_after_an_empty_round(SkipEmptyRounds(process)))
+    assert any(not np.array_equal(a, b) for a, b in zip(plain_before, plain_after))  # noise
+    for a, b in zip(kept_before, kept_after, strict=True):
+        np.testing.assert_array_equal(a, b)
