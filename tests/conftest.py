@@ -29,3 +29,11 @@ def pytest_sessionfinish(session, exitstatus):
     from fl_pipeline.cli import release_tff_default_context
 
     release_tff_default_context()
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory):
+    """The tiny prepared corpus of tests/fl_helpers.py, shared by the training tests (read only)."""
+    from fl_helpers import prepare_corpus
+
+    return prepare_corpus(tmp_path_factory.mktemp("fl-data"))

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fl_helpers import FAST_TRAIN_FLAGS, fedkb, prepare_corpus
+from fl_helpers import FAST_TRAIN_FLAGS, fedkb
 
 ROUNDS = 8
 FAULT_FLAGS = ["--dropout", "0.3", "--over-select", "1.25", "--seed", "0"]
@@ -86,11 +86,6 @@ def interrupted_copy(run_dir: Path, to: Path, *, after_round: int) -> Path:
         if int(checkpoint.name.rsplit("_", 1)[1]) > after_round:
             shutil.rmtree(checkpoint)
     return to
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    return prepare_corpus(tmp_path_factory.mktemp("faults"))
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import numpy as np
 import psutil
 import pytest
 
-from fl_helpers import FAST_TRAIN_FLAGS, fedkb, prepare_corpus
+from fl_helpers import FAST_TRAIN_FLAGS, fedkb
 
 
 def worker_processes_started_after(moment: float) -> list[psutil.Process]:
@@ -34,11 +34,6 @@ def final_weights(run_dir) -> list[np.ndarray]:
     from fl_pipeline.evaluate import load_final_model
 
     return load_final_model(run_dir).get_weights()
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    return prepare_corpus(tmp_path_factory.mktemp("fl"))
 
 
 @pytest.fixture(scope="module")
