@@ -32,6 +32,14 @@ class BenchConfig:
     dp_noise_multipliers: tuple[float, ...] = (0.5,)
     dp_rounds: int = 15
     compress_rounds: int = 2  # a --compress run, for its upload size
+    # Memorization audit (issue 8): canaries planted in the corpus, one run with
+    # and one without DP for `audit_rounds` rounds each (0 = skipped, as in --quick).
+    audit_rounds: int = 0
+    audit_noise_multiplier: float = 1.0
+    audit_canaries: int = 2  # canaries per repeat count
+    audit_canary_repeats: tuple[int, ...] = (1, 4, 16)
+    audit_canary_digits: int = 5  # secrets ranked among 10^digits candidates
+    audit_prepare_args: tuple[str, ...] | None = None  # the canary corpus (None: prepare_args)
     # TFF round timing: rounds of `train` settings; the first `warmup_rounds` (tracing) are not timed.
     timing_rounds: int = 6
     warmup_rounds: int = 1
@@ -59,10 +67,18 @@ class BenchConfig:
         for noise in self.dp_noise_multipliers:  # fail now, not after an hour of training
             self.dp_train(noise)
         self.compress_train()
+        if self.audit_rounds:
+            self.audit_train(self.audit_noise_multiplier)
 
     def dp_train(self, noise_multiplier: float) -> TrainConfig:
         """A DP run: the federated run's settings, `dp_rounds` rounds, evaluated at the end."""
         rounds = self.dp_rounds
+        return dataclasses.replace(self.train, rounds=rounds, eval_every=rounds,
+                                   checkpoint_every=rounds, dp_noise_multiplier=noise_multiplier)
+
+    def audit_train(self, noise_multiplier: float | None) -> TrainConfig:
+        """A run on the canary corpus: the federated run's settings, `audit_rounds` rounds."""
+        rounds = self.audit_rounds
         return dataclasses.replace(self.train, rounds=rounds, eval_every=rounds,
                                    checkpoint_every=rounds, dp_noise_multiplier=noise_multiplier)
 
@@ -94,6 +110,7 @@ class BenchConfig:
             dp_noise_multipliers=(0.3, 0.6, 1.2),
             dp_rounds=100,
             compress_rounds=5,
+            audit_rounds=100,
             timing_rounds=21,
             memory_rounds=500,
             cold_starts=5,
@@ -114,6 +131,14 @@ class BenchConfig:
             dp_noise_multipliers=(0.3,),
             dp_rounds=2,
             compress_rounds=1,
+            audit_rounds=2,
+            audit_noise_multiplier=0.3,
+            audit_canaries=1,
+            audit_canary_repeats=(1, 4),
+            audit_canary_digits=2,
+            # wordfreq's vocabulary holds the canary words, the tiny corpus's own does not
+            audit_prepare_args=("--corpus", str(corpus), "--vocab-size", "5000", "--seq-len", "12",
+                                "--heldout-fraction", "0.25", "--seed", "1"),
             timing_rounds=3,
             suggest_contexts=300,
             train_steps=20,

@@ -181,3 +181,37 @@ def personalization_gain(model_dir: Path, texts: StoreTexts, work_dir: Path,
         figures.add(f"quality.personalization.{name}", label, 100 * (hits_after / hits_before - 1),
                     "%", f"top-3 hits after / before - 1 on the same future-text tokens of "
                     f"{len(rows)} clients", sizes=sizes)
+
+
+def memorization(config: BenchConfig, work_dir: Path, figures: Figures) -> None:
+    """Secret Sharer exposure of canaries planted in the corpus, with and without DP (issue 8)."""
+    if not config.audit_rounds:
+        figures.note("memorization audit: only with `fedkb bench --full` (two more training runs "
+                     "on a corpus with planted canaries); `fedkb audit RUN_DIR` audits any run")
+        return
+    from fl_pipeline.audit import audit_run, mean_exposure_by_repeats
+    from fl_pipeline.bench.speed import time_prepare
+
+    data_dir = work_dir / "canary-data"
+    canary_args = ("--canaries", str(config.audit_canaries),
+                   "--canary-repeats", ",".join(map(str, config.audit_canary_repeats)),
+                   "--canary-digits", str(config.audit_canary_digits))
+    time_prepare((config.audit_prepare_args or config.prepare_args) + canary_args, data_dir,
+                 repetitions=1)
+    for label, noise in (("no_dp", None), ("dp", config.audit_noise_multiplier)):
+        run_dir = work_dir / f"audit-{label}"
+        summary = run.train(data_dir, run_dir, config.audit_train(noise), config.model,
+                            show_progress=False)
+        report = audit_run(run_dir, data_dir)
+        privacy = (f"DP noise {noise}, epsilon {summary['dp']['epsilon']:.3g}" if noise
+                   else "no DP")
+        for repeats, bits in mean_exposure_by_repeats(report).items():
+            figures.add(f"privacy.exposure.{label}.repeats_{repeats}",
+                        f"canary exposure, {repeats} copies, {privacy}", bits, "bits",
+                        f"fl_pipeline.audit.audit_run (`fedkb audit`): mean Secret Sharer exposure "
+                        f"of the canaries planted {repeats} times (`fedkb data prepare "
+                        f"{' '.join(canary_args)}`), ranked among all "
+                        f"{report['candidates']:,} secrets of their format",
+                        sizes={"rounds": config.audit_rounds,
+                               "clients_per_round": config.train.clients_per_round,
+                               "canaries": config.audit_canaries})

@@ -36,7 +36,7 @@ FORMAT = "fedkb-bench/1"
 BENCH_FILE = "bench.json"
 WORK_MARKER = ".fedkb-bench"
 STEPS = ("prepare the corpus", "federated training", "centralized, local-only and n-gram",
-         "differential privacy", "compression run", "TFF round vs plain loop",
+         "differential privacy", "memorization audit", "compression run", "TFF round vs plain loop",
          "two TFF workers", "memory over rounds", "export to TFLite", "device",
          "personalization", "communication", "report")
 PACKAGES = ("tensorflow", "tensorflow-federated", "ai-edge-litert", "numpy", "kivy")
@@ -135,6 +135,8 @@ def run_bench(config: BenchConfig, out: Path, show_progress: bool = True) -> dic
         with step("differential privacy"):
             quality.dp_effect(data_dir, work, config, federated_run, figures)
 
+        with step("memorization audit"):
+            quality.memorization(config, work, figures)
         with step("compression run"):
             compressed = run.train(data_dir, work / "compressed", config.compress_train(),
                                    config.model, show_progress=False)
