@@ -16,6 +16,7 @@ import warnings
 from pathlib import Path
 
 from datasets.errors import FedKBError
+from fl_pipeline.config import SERVER_OPTIMIZERS, TrainConfig
 
 DEFAULT_DATA_DIR = Path("runs/data")
 DEFAULT_RUN_DIR = Path("runs/train")
@@ -105,32 +106,37 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", type=Path, default=DEFAULT_RUN_DIR, help="run directory to create")
     train.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
                        help="continue an interrupted run from its last checkpoint")
-    train.add_argument("--rounds", type=positive_int, default=None)
-    train.add_argument("--clients-per-round", type=positive_int, default=None)
-    train.add_argument("--local-epochs", type=positive_int, default=None)
-    train.add_argument("--batch-size", type=positive_int, default=None)
-    train.add_argument("--max-examples-per-client", type=positive_int, default=None)
-    train.add_argument("--client-lr", type=float, default=None)
-    train.add_argument("--server-optimizer", choices=["sgd", "momentum", "adam", "yogi"], default=None)
-    train.add_argument("--server-lr", type=float, default=None)
-    train.add_argument("--eval-every", type=positive_int, default=None, help="evaluate every K rounds")
-    train.add_argument("--eval-clients", type=positive_int, default=None,
-                       help="held-out clients per evaluation")
-    train.add_argument("--checkpoint-every", type=positive_int, default=None)
-    train.add_argument("--embedding-dim", type=positive_int, default=None)
-    train.add_argument("--lstm-units", type=positive_int, default=None)
+    def setting(flag: str, help: str = "", **kwargs) -> None:
+        """A TrainConfig field as a flag; its help shows the dataclass default, written once."""
+        default = getattr(TrainConfig, flag.removeprefix("--").replace("-", "_"))
+        train.add_argument(flag, default=None, help=f"{help} (default {default})".lstrip(), **kwargs)
+
+    setting("--rounds", type=positive_int)
+    setting("--clients-per-round", type=positive_int)
+    setting("--local-epochs", type=positive_int, help="passes over its data per client per round")
+    setting("--batch-size", type=positive_int)
+    setting("--max-examples-per-client", type=positive_int)
+    setting("--client-lr", type=float, help="client SGD learning rate")
+    setting("--server-optimizer", choices=SERVER_OPTIMIZERS, help="adam = FedAdam")
+    setting("--server-lr", type=float)
+    setting("--eval-every", type=positive_int, help="evaluate held-out clients every K rounds")
+    setting("--eval-clients", type=positive_int, help="held-out clients per evaluation")
+    setting("--checkpoint-every", type=positive_int, help="save the program state every K rounds")
+    train.add_argument("--embedding-dim", type=positive_int, default=None,
+                       help="embedding size, also of the projection and tied output")
+    train.add_argument("--lstm-units", type=positive_int, default=None, help="LSTM width")
     train.add_argument("--dp-noise-multiplier", type=float, default=None,
                        help="train with differential privacy (tff.learning.dp_aggregator)")
     train.add_argument("--secure-agg", action="store_true", help="tff.learning.secure_aggregator")
     train.add_argument("--compress", action="store_true", help="tff.learning.compression_aggregator")
-    train.add_argument("--dropout", type=float, default=None, metavar="P",
-                       help="each sampled client fails mid-round with probability P (simulated, seeded)")
-    train.add_argument("--over-select", type=float, default=None, metavar="F",
-                       help="invite ceil(F x clients-per-round) clients and aggregate the first "
-                       "clients-per-round to report (default 1)")
+    setting("--dropout", type=float, metavar="P",
+            help="each sampled client fails mid-round with probability P, simulated and seeded")
+    setting("--over-select", type=float, metavar="F",
+            help="invite ceil(F x clients-per-round) clients and aggregate the first "
+            "clients-per-round to report")
     train.add_argument("--workers", default=None, metavar="HOST:PORT,...",
                        help="run rounds on remote TFF workers started with `fedkb worker`")
-    train.add_argument("--seed", type=int, default=None)
+    setting("--seed", type=int, help="fixes sampling, initialization and dropouts")
 
     evaluate = commands.add_parser("eval", help="compare the run with centralized, local-only and n-gram")
     evaluate.add_argument("run_dir", type=Path, nargs="?", default=DEFAULT_RUN_DIR)
