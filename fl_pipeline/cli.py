@@ -136,6 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
             "clients-per-round to report")
     train.add_argument("--workers", default=None, metavar="HOST:PORT,...",
                        help="run rounds on remote TFF workers started with `fedkb worker`")
+    setting("--worker-timeout", type=float, metavar="SECONDS",
+            help="stop the run (resumable) when a remote worker is unreachable this long")
     setting("--seed", type=int, help="fixes sampling, initialization and dropouts")
 
     evaluate = commands.add_parser("eval", help="compare the run with centralized, local-only and n-gram")

@@ -47,7 +47,7 @@ def train_config_from_args(args: argparse.Namespace) -> "TrainConfig":
     fields = ("rounds", "clients_per_round", "local_epochs", "batch_size",
               "max_examples_per_client", "client_lr", "server_optimizer", "server_lr",
               "eval_every", "eval_clients", "checkpoint_every", "seed", "dp_noise_multiplier",
-              "dropout", "over_select")
+              "dropout", "over_select", "worker_timeout")
     overrides = {name: getattr(args, name) for name in fields if getattr(args, name) is not None}
     if args.workers:
         overrides["workers"] = tuple(w.strip() for w in args.workers.split(",") if w.strip())

@@ -33,6 +33,7 @@ class TrainConfig:
     secure_agg: bool = False
     compress: bool = False
     workers: tuple[str, ...] = ()  # host:port of `fedkb worker`s; empty = one local worker
+    worker_timeout: float = 30.0  # seconds a remote worker may be unreachable before the run stops
     dropout: float = 0.0  # chance that a sampled client fails mid-round (simulated, seeded)
     over_select: float = 1.0  # invite ceil(over_select x clients_per_round), aggregate the first reports
 
@@ -45,7 +46,7 @@ class TrainConfig:
         if self.server_optimizer not in SERVER_OPTIMIZERS:
             raise ValueError(f"TrainConfig.server_optimizer must be one of {SERVER_OPTIMIZERS}, "
                              f"got {self.server_optimizer!r}")
-        for name in ("client_lr", "server_lr"):
+        for name in ("client_lr", "server_lr", "worker_timeout"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"TrainConfig.{name} must be positive, got {getattr(self, name)!r}")
         if not 0.0 <= self.dropout < 1.0:

@@ -13,6 +13,8 @@ With `workers=["host:port", ...]` nothing is started locally: each round's
 clients are split across those workers by TFF's mergeable-computation
 context. What crosses the network is the model, client ids and the updates;
 each worker reads its clients' text from its own copy of the client store.
+A remote worker that stays unreachable for `worker_timeout` seconds stops
+the trainer with a `WorkerError` too.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import functools
 import signal
 import subprocess
 import threading
@@ -123,49 +126,78 @@ def _raise_keyboard_interrupt(signum, frame):
 
 
 class _WorkerWatch:
-    """Notices when a local worker dies, and makes the trainer notice too.
+    """Notices when a worker is lost, and makes the trainer notice too.
 
     TFF retries a computation whose worker is unavailable, forever (with
     back-off): a worker that crashed (one segfaulted in its gRPC server on
-    this machine) would leave the trainer waiting. A thread polls the
-    workers; when one dies it closes the gRPC channels, so the next attempt
-    fails at once (a closed channel is not a retryable error) and
+    this machine) or a remote machine that went away would leave the trainer
+    waiting. A thread watches the local worker processes, and the gRPC
+    connection to each remote worker once it has been up; when a process
+    exits, or a remote worker stays unreachable for `remote_timeout`
+    seconds (a network may blip), it closes the gRPC channels, so the next
+    attempt fails at once (a closed channel is not a retryable error) and
     `federated_context` reports a `WorkerError` instead."""
 
-    def __init__(self, processes: Sequence[subprocess.Popen], channels: Sequence[grpc.Channel],
-                 log_path: Path | None):
+    def __init__(self, processes: Sequence[subprocess.Popen], channels: dict[str, grpc.Channel],
+                 log_path: Path | None, remote_timeout: float):
         self._processes = processes
         self._channels = channels
         self._log_path = log_path
+        self._remote_timeout = remote_timeout
+        self._down_since: dict[str, float | None] = {}  # remote workers seen up: since when down
+        self._subscriptions = [] if processes else [
+            (channel, functools.partial(self._on_connectivity, address))
+            for address, channel in channels.items()]
+        for channel, callback in self._subscriptions:
+            channel.subscribe(callback, try_to_connect=True)
         self._stop = threading.Event()
-        self.dead: subprocess.Popen | None = None
+        self.lost: str | None = None  # why, once a worker is lost
         self._thread = threading.Thread(target=self._watch, name="tff-worker-watch", daemon=True)
         self._thread.start()
 
+    def _on_connectivity(self, address: str, state: grpc.ChannelConnectivity) -> None:
+        if state == grpc.ChannelConnectivity.READY:
+            self._down_since[address] = None
+        elif (state != grpc.ChannelConnectivity.IDLE and address in self._down_since
+              and self._down_since[address] is None):  # it was up and is now going down
+            self._down_since[address] = time.monotonic()
+
+    def _lost_worker(self) -> str | None:
+        for process in self._processes:
+            code = process.poll()
+            if code is not None:
+                how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+                where = f"; its log: {self._log_path}" if self._log_path else ""
+                return f"the TFF worker (pid {process.pid}) stopped unexpectedly ({how}){where}"
+        for address, since in list(self._down_since.items()):
+            if since is not None and time.monotonic() - since > self._remote_timeout:
+                return (f"the TFF worker at {address} has been unreachable for "
+                        f"{self._remote_timeout:g} s; restart it there (`fedkb worker --port "
+                        f"{address.rsplit(':', 1)[-1]}`)")
+        return None
+
     def _watch(self) -> None:
         while not self._stop.wait(0.5):
-            for process in self._processes:
-                if process.poll() is not None:
-                    self.dead = process
-                    for channel in self._channels:
-                        channel.close()
-                    return
-
-    def error(self) -> WorkerError:
-        code = self.dead.returncode
-        how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
-        where = f"; its log: {self._log_path}" if self._log_path else ""
-        return WorkerError(f"the TFF worker (pid {self.dead.pid}) stopped unexpectedly ({how}){where}")
+            self.lost = self._lost_worker()
+            if self.lost:
+                for channel in self._channels.values():
+                    channel.close()
+                return
 
     def stop(self) -> None:
         self._stop.set()
         self._thread.join()
+        for channel, callback in self._subscriptions:
+            channel.unsubscribe(callback)
 
 
 @contextlib.contextmanager
-def federated_context(workers: Sequence[str] = (), log_path: Path | None = None
-                      ) -> Iterator[tff.program.NativeFederatedContext]:
-    """The context a training or evaluation program runs in; workers stop on exit."""
+def federated_context(workers: Sequence[str] = (), log_path: Path | None = None,
+                      worker_timeout: float = 30.0) -> Iterator[tff.program.NativeFederatedContext]:
+    """The context a training or evaluation program runs in; local workers stop on exit.
+
+    A lost worker (a local one exits, a remote one is unreachable for
+    `worker_timeout` seconds) ends the program with a `WorkerError`."""
     processes: list[subprocess.Popen] = []
     previous_sigterm = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     watch = None
@@ -175,18 +207,17 @@ def federated_context(workers: Sequence[str] = (), log_path: Path | None = None
             port = portpicker.pick_unused_port()
             processes.append(start_worker(port, log_path))
             addresses = [f"localhost:{port}"]
-        channels = [grpc.insecure_channel(address, _GRPC_OPTIONS) for address in addresses]
-        if processes:
-            watch = _WorkerWatch(processes, channels, log_path)
-        contexts = [remote_context(a, channel=c) for a, c in zip(addresses, channels)]
+        channels = {address: grpc.insecure_channel(address, _GRPC_OPTIONS) for address in addresses}
+        watch = _WorkerWatch(processes, channels, log_path, worker_timeout)
+        contexts = [remote_context(a, channel=c) for a, c in channels.items()]
         context = contexts[0] if len(contexts) == 1 else SplitAcrossWorkers(contexts)
         program_context = tff.program.NativeFederatedContext(context)
         with tff.framework.get_context_stack().install(program_context):
             try:
                 yield program_context
             except BaseException:
-                if watch is not None and watch.dead is not None:
-                    raise watch.error() from None  # whatever failed first, this is why
+                if watch.lost:
+                    raise WorkerError(watch.lost) from None  # whatever failed first, this is why
                 raise
     finally:
         if watch is not None:

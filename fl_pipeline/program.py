@@ -259,7 +259,7 @@ def run_program(run_dir: Path, store, model_config: ModelConfig, config: TrainCo
     becomes a one-line `RunDirWriteError` naming the last good checkpoint."""
     progress = ProgressBar(config.rounds, enabled=show_progress)
     try:
-        with federated_context(config.workers, log_path=run_dir / "worker.log"):
+        with federated_context(config.workers, run_dir / "worker.log", config.worker_timeout):
             asyncio.run(_stop_on_background_failure(
                 _train(run_dir, store, model_config, config, progress)))
     except WorkerError as e:

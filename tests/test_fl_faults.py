@@ -259,34 +259,48 @@ def test_after_a_full_disk_the_run_finishes_where_it_would_have(faulty_run, full
     assert_same_final_weights(run_dir, full_run)
 
 
-@pytest.fixture(scope="module")
-def crashed_worker(data_dir, tmp_path_factory):
-    """A run whose TFF worker segfaults (SIGSEGV, as one did on this machine) after round 2."""
-    import signal
+def train_in_background(data_dir: Path, run_dir: Path, *extra: str,
+                        until_round: int = 2) -> subprocess.Popen:
+    """`fedkb train` in a child process, returned once round `until_round` is saved."""
     import time
 
-    import psutil
-
-    run_dir = tmp_path_factory.mktemp("crash") / "run"
     process = subprocess.Popen([sys.executable, "-m", "fl_pipeline.cli", "train", "--data",
-                                str(data_dir), "--out", str(run_dir), *FLAGS],
+                                str(data_dir), "--out", str(run_dir), *FLAGS, *extra],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-    marker = run_dir / "checkpoints" / "program_state_2" / "COMPLETE"
+    marker = run_dir / "checkpoints" / f"program_state_{until_round}" / "COMPLETE"
     deadline = time.time() + 300
     while not marker.exists() and process.poll() is None and time.time() < deadline:
         time.sleep(0.05)
-    workers = [p for p in psutil.Process(process.pid).children(recursive=True)
-               if "worker_binary" in " ".join(p.cmdline())]
-    assert len(workers) == 1 and marker.exists()
-    workers[0].send_signal(signal.SIGSEGV)
+    assert marker.exists(), process.communicate()[1][-3000:]
+    return process
+
+
+def outcome(process: subprocess.Popen, fault: str) -> subprocess.CompletedProcess:
+    """How the training in `process` ended after `fault`; a hang fails the test."""
     try:
         stdout, stderr = process.communicate(timeout=120)
     except subprocess.TimeoutExpired:
         process.kill()
         process.communicate()
-        raise AssertionError("training hung after its TFF worker crashed") from None
-    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr), run_dir
+        raise AssertionError(f"training hung after {fault}") from None
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+@pytest.fixture(scope="module")
+def crashed_worker(data_dir, tmp_path_factory):
+    """A run whose TFF worker segfaults (SIGSEGV, as one did on this machine) after round 2."""
+    import signal
+
+    import psutil
+
+    run_dir = tmp_path_factory.mktemp("crash") / "run"
+    process = train_in_background(data_dir, run_dir)
+    workers = [p for p in psutil.Process(process.pid).children(recursive=True)
+               if "worker_binary" in " ".join(p.cmdline())]
+    assert len(workers) == 1
+    workers[0].send_signal(signal.SIGSEGV)
+    return outcome(process, "its TFF worker crashed"), run_dir
 
 
 def test_a_crashed_worker_stops_training_with_a_clear_error(crashed_worker):
@@ -303,6 +317,34 @@ def test_after_a_worker_crash_the_run_resumes_to_the_same_model(faulty_run, cras
     _, crashed = crashed_worker
     fedkb("train", "--resume", crashed)
     assert_same_final_weights(run_dir, crashed)
+
+
+def test_a_lost_remote_worker_stops_training_and_the_run_resumes_once_it_is_back(
+        data_dir, tmp_path):
+    """Two `fedkb worker`s on loopback; one machine goes away (SIGKILL) after round 2."""
+    import portpicker
+
+    from fl_pipeline.execution import start_worker, stop_worker
+
+    ports = [portpicker.pick_unused_port() for _ in range(2)]
+    workers = [start_worker(port) for port in ports]
+    run_dir = tmp_path / "run"
+    try:
+        process = train_in_background(data_dir, run_dir, "--worker-timeout", "2", "--workers",
+                                      ",".join(f"localhost:{port}" for port in ports))
+        workers[1].kill()
+        error = one_line_error(outcome(process, "a remote worker was lost"))
+        assert f"TFF worker at localhost:{ports[1]} has been unreachable for 2 s" in error
+        assert f"fedkb worker --port {ports[1]}" in error
+        assert f"fedkb train --resume {run_dir}" in error
+        assert not (run_dir / "summary.json").exists()
+
+        workers[1] = start_worker(ports[1])
+        fedkb("train", "--resume", run_dir)
+    finally:
+        for worker in workers:
+            stop_worker(worker)
+    assert [int(row["round"]) for row in metrics_rows(run_dir)] == list(range(1, ROUNDS + 1))
 
 
 def test_with_dp_a_skipped_round_changes_nothing_although_tff_would_add_noise(data_dir):

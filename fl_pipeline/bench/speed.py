@@ -64,7 +64,7 @@ def tff_rounds(store, model_config: ModelConfig, train: TrainConfig, rounds: int
     """`rounds` rounds of the real TFF training process, timed one by one."""
     from fl_pipeline.execution import federated_context
 
-    with federated_context(train.workers, log_path=log_path):
+    with federated_context(train.workers, log_path, train.worker_timeout):
         return asyncio.run(_tff_rounds(store, model_config, train, rounds))
 
 
