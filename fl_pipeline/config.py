@@ -71,6 +71,10 @@ class TrainConfig:
                                  "with secure_agg or compress in FedKB: choose one")
         if self.secure_agg and self.compress:
             raise ValueError("secure_agg and compress cannot be combined: choose one")
+        for worker in self.workers:
+            host, _, port = worker.rpartition(":")
+            if not host or not port.isdigit() or self.workers.count(worker) > 1:
+                raise ValueError(f"TrainConfig.workers: {worker!r} is not a distinct host:port")
 
     def to_json(self) -> dict:
         return {**dataclasses.asdict(self), "workers": list(self.workers)}

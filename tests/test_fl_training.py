@@ -158,6 +158,9 @@ def test_two_loopback_workers_give_the_same_metrics_as_local_execution(data_dir,
     (["train", "--dp-noise-multiplier", "0.1", "--secure-agg"], "secure"),
     (["train", "--dp-noise-multiplier", "2", "--clients-per-round", "5"], "21 clients per round"),
     (["train", "--resume", "/nonexistent/run"], "/nonexistent/run"),
+    (["train", "--workers", "localhost:8000,localhost:8000"], "'localhost:8000' is not a distinct"),
+    (["train", "--workers", "localhost"], "'localhost' is not a distinct host:port"),
+    (["train", "--worker-timeout", "0"], "--worker-timeout must be positive"),
     (["eval", "/nonexistent/run"], "/nonexistent/run"),
 ])
 def test_bad_training_input_is_one_line_and_exit_code_2(args, message, tmp_path):
