@@ -22,7 +22,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import ctypes.util
 import functools
+import os
 import signal
 import subprocess
 import threading
@@ -50,6 +52,20 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+def worker_environment() -> dict[str, str]:
+    """The worker's environment, with an allocator that keeps its memory flat.
+
+    Under glibc's malloc the worker's resident size kept growing with the
+    rounds (+10% from round 50 to 200 on this machine; fragmentation across
+    its threads' arenas). jemalloc, when installed (Debian: libjemalloc2),
+    held it flat; otherwise two malloc arenas at least halve the growth."""
+    env = {**os.environ, "MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", "2")}
+    jemalloc = ctypes.util.find_library("jemalloc")
+    if jemalloc and "LD_PRELOAD" not in os.environ:
+        env["LD_PRELOAD"] = jemalloc
+    return env
+
+
 def start_worker(port: int, log_path: Path | None = None) -> subprocess.Popen:
     """Starts TFF's C++ worker serving on `port`; it dies when this process dies."""
     if not WORKER_BINARY.is_file():
@@ -57,7 +73,8 @@ def start_worker(port: int, log_path: Path | None = None) -> subprocess.Popen:
     log = open(log_path, "ab") if log_path else subprocess.DEVNULL
     try:
         return subprocess.Popen([str(WORKER_BINARY), f"--port={port}"], stdout=log, stderr=log,
-                                stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+                                stdin=subprocess.DEVNULL, env=worker_environment(),
+                                preexec_fn=_die_with_parent)
     finally:
         if log_path:
             log.close()

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import psutil
@@ -151,6 +152,27 @@ def test_two_loopback_workers_give_the_same_metrics_as_local_execution(data_dir,
     for name in ("token_loss", "top1_accuracy", "top3_accuracy"):
         assert remote["final_metrics"]["heldout"][name] == pytest.approx(
             local["final_metrics"]["heldout"][name], abs=1e-4)
+
+
+def test_the_worker_runs_on_jemalloc_when_it_is_installed():
+    """Under glibc's malloc the worker's memory grew with the rounds; on jemalloc it stayed
+    flat (`fedkb bench --full` measures it)."""
+    import ctypes.util
+
+    import portpicker
+
+    from fl_pipeline.execution import remote_context, start_worker, stop_worker
+
+    if not ctypes.util.find_library("jemalloc"):
+        pytest.skip("libjemalloc2 is not installed (`.ci/run` installs it)")
+    port = portpicker.pick_unused_port()
+    worker = start_worker(port)
+    try:
+        remote_context(f"localhost:{port}")  # it serves
+        maps = Path(f"/proc/{worker.pid}/maps").read_text()
+    finally:
+        stop_worker(worker)
+    assert "libjemalloc" in maps
 
 
 @pytest.mark.parametrize("args, message", [
