@@ -205,6 +205,12 @@ def memorization(config: BenchConfig, work_dir: Path, figures: Figures) -> None:
         report = audit_run(run_dir, data_dir)
         privacy = (f"DP noise {noise}, epsilon {summary['dp']['epsilon']:.3g}" if noise
                    else "no DP")
+        rounds = [row["rounds_in_training"] for row in report["canaries"]]
+        figures.add(f"privacy.canary_rounds.{label}", f"rounds that included a canary's client, "
+                    f"{privacy}", float(np.mean(rounds)), "rounds",
+                    "mean over the canaries of the rounds whose aggregate included the client "
+                    "holding it (replayed from the run's seed)",
+                    sizes={"rounds": config.audit_rounds, "canaries": len(rounds)})
         for repeats, bits in mean_exposure_by_repeats(report).items():
             figures.add(f"privacy.exposure.{label}.repeats_{repeats}",
                         f"canary exposure, {repeats} copies, {privacy}", bits, "bits",
