@@ -70,23 +70,22 @@ class BenchConfig:
         if self.audit_rounds:
             self.audit_train(self.audit_noise_multiplier)
 
+    def _short_run(self, rounds: int, **changes) -> TrainConfig:
+        """The federated run's settings for `rounds` rounds, evaluated and saved once at the end."""
+        return dataclasses.replace(self.train, rounds=rounds, eval_every=rounds,
+                                   checkpoint_every=rounds, **changes)
+
     def dp_train(self, noise_multiplier: float) -> TrainConfig:
         """A DP run: the federated run's settings, `dp_rounds` rounds, evaluated at the end."""
-        rounds = self.dp_rounds
-        return dataclasses.replace(self.train, rounds=rounds, eval_every=rounds,
-                                   checkpoint_every=rounds, dp_noise_multiplier=noise_multiplier)
+        return self._short_run(self.dp_rounds, dp_noise_multiplier=noise_multiplier)
 
     def audit_train(self, noise_multiplier: float | None) -> TrainConfig:
         """A run on the canary corpus: the federated run's settings, `audit_rounds` rounds."""
-        rounds = self.audit_rounds
-        return dataclasses.replace(self.train, rounds=rounds, eval_every=rounds,
-                                   checkpoint_every=rounds, dp_noise_multiplier=noise_multiplier)
+        return self._short_run(self.audit_rounds, dp_noise_multiplier=noise_multiplier)
 
     def compress_train(self) -> TrainConfig:
         """A --compress run, for its upload size only (so evaluated on a single client)."""
-        rounds = self.compress_rounds
-        return dataclasses.replace(self.train, rounds=rounds, eval_every=rounds,
-                                   checkpoint_every=rounds, eval_clients=1, compress=True)
+        return self._short_run(self.compress_rounds, eval_clients=1, compress=True)
 
     def to_json(self) -> dict:
         data = dataclasses.asdict(self)
