@@ -20,6 +20,7 @@ import tensorflow_federated as tff
 
 from fl_pipeline.checkpoint_manifest import (PREFIX, CheckpointError, damage, marked_versions,
                                              no_usable_checkpoint, version_of, write_manifest)
+from fl_pipeline.releases import ReleaseBarrier
 
 __all__ = ["CheckpointError", "CheckpointManager", "VerifiedStateManager"]
 
@@ -112,14 +113,22 @@ class VerifiedStateManager(tff.program.FileProgramStateManager):
 
 class CheckpointManager(VerifiedStateManager):
     """The training program's state: saved every `every` rounds (and the
-    first and last), the newest three kept."""
+    first and last), the newest three kept.
 
-    def __init__(self, root_dir: Path, every: int, last_round: int, keep: int = 3):
+    A checkpoint of round N is written only after every release of rounds up
+    to N (metrics, model) is on disk, so a resume never skips a round whose
+    outputs a crash lost (`releases.ReleaseBarrier`)."""
+
+    def __init__(self, root_dir: Path, every: int, last_round: int,
+                 barrier: ReleaseBarrier | None = None, keep: int = 3):
         super().__init__(root_dir, keep=keep)
         self._every = every
         self._last_round = last_round
+        self._barrier = barrier
 
     async def save(self, program_state, version: int) -> None:
         if version % self._every and version != self._last_round:
             return
+        if self._barrier is not None:
+            await self._barrier.wait_through(version)
         await super().save(program_state, version)

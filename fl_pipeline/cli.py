@@ -184,7 +184,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     quiet_native_logs(args.verbose)
-    from fl_pipeline import commands
+    from fl_pipeline import commands, fault_injection
+
+    fault_injection.install_from_environment()  # test-only; a no-op unless the tests ask
 
     handler = getattr(commands, f"run_{args.command}")
     try:

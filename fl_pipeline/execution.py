@@ -24,6 +24,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import functools
+import logging
 import os
 import signal
 import subprocess
@@ -208,6 +209,21 @@ class _WorkerWatch:
             channel.unsubscribe(callback)
 
 
+class _QuietOrphanedCalls(logging.Filter):
+    """Once a worker is lost, drops asyncio's "Task exception was never
+    retrieved" for the calls TFF left running on the other workers (its
+    mergeable context gives up on them when one fails): the `WorkerError`
+    already says what happened, in one line."""
+
+    def __init__(self, watch: _WorkerWatch):
+        super().__init__()
+        self._watch = watch
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (self._watch.lost and record.getMessage().startswith(
+            "Task exception was never retrieved"))
+
+
 @contextlib.contextmanager
 def federated_context(workers: Sequence[str] = (), log_path: Path | None = None,
                       worker_timeout: float = 30.0) -> Iterator[tff.program.NativeFederatedContext]:
@@ -226,6 +242,8 @@ def federated_context(workers: Sequence[str] = (), log_path: Path | None = None,
             addresses = [f"localhost:{port}"]
         channels = {address: grpc.insecure_channel(address, _GRPC_OPTIONS) for address in addresses}
         watch = _WorkerWatch(processes, channels, log_path, worker_timeout)
+        quiet = _QuietOrphanedCalls(watch)
+        logging.getLogger("asyncio").addFilter(quiet)
         contexts = [remote_context(a, channel=c) for a, c in channels.items()]
         context = contexts[0] if len(contexts) == 1 else SplitAcrossWorkers(contexts)
         program_context = tff.program.NativeFederatedContext(context)
@@ -239,6 +257,8 @@ def federated_context(workers: Sequence[str] = (), log_path: Path | None = None,
     finally:
         if watch is not None:
             watch.stop()  # before stopping the workers on purpose
+            if not watch.lost:  # else the orphaned calls may be collected after the context
+                logging.getLogger("asyncio").removeFilter(quiet)
         for process in processes:
             stop_worker(process)
         signal.signal(signal.SIGTERM, previous_sigterm)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import os
 import shutil
 import sys
 from pathlib import Path
@@ -34,6 +33,8 @@ from fl_pipeline.execution import WorkerError, federated_context
 from fl_pipeline.participation import min_reports, plan_round
 from fl_pipeline.process import (SkipEmptyRounds, build_evaluation_process,
                                  build_training_process)
+from fl_pipeline.releases import (KerasWeightsRelease, ReleaseBarrier, RoundsCSV,
+                                  TensorBoardScalars)
 from fl_pipeline.write_errors import write_failure
 from models.next_word import ModelConfig, build_model
 
@@ -63,22 +64,6 @@ class RunDirWriteError(FedKBError):
                 else "no checkpoint was complete yet")
         return cls(f"{run_dir}: cannot write ({said}); {kept}; {fix}, then continue with "
                    f"`fedkb train --resume {run_dir}`")
-
-
-class KerasWeightsRelease(tff.program.ReleaseManager):
-    """Writes the released model as Keras weights; the last release is the final model.
-
-    Written under a temporary name and renamed, so the file is never half-written."""
-
-    def __init__(self, path: Path, model_config: ModelConfig):
-        self._path = path
-        self._model = build_model(model_config)
-
-    async def release(self, value, key) -> None:
-        value.global_model_weights.assign_weights_to(self._model)
-        partial = self._path.with_name("partial." + self._path.name)  # keeps the .h5 suffix
-        self._model.save_weights(str(partial))
-        os.replace(partial, self._path)
 
 
 class WithParticipation(tff.program.ReleaseManager):
@@ -184,22 +169,28 @@ async def _train(run_dir: Path, store, model_config: ModelConfig, config: TrainC
     state = await tff.program.materialize_value(training.set_model_weights(state, initial_weights))
 
     checkpoints = run_dir / "checkpoints"
-    checkpoint_manager = CheckpointManager(checkpoints, config.checkpoint_every, config.rounds)
+    barrier = ReleaseBarrier()  # a checkpoint waits for its rounds' releases (`releases`)
+    checkpoint_manager = CheckpointManager(checkpoints, config.checkpoint_every, config.rounds,
+                                           barrier=barrier)
     # Find the checkpoint to resume from before TFF does (skipping damaged
-    # ones, or stopping when none is usable), so evaluations started after
-    # it are dropped first; `train_model` then loads the same version.
+    # ones, or stopping when none is usable), so evaluations and metrics rows
+    # of later rounds are dropped first; `train_model` then loads the same version.
     _, resumed_from = await checkpoint_manager.load_latest(
         tff.learning.programs.ProgramState(state, 0, 0, train_data.iterator()))
+    train_csv = RoundsCSV(run_dir / "metrics.csv")
+    eval_csv = RoundsCSV(run_dir / "eval_metrics.csv")
+    for rows in (train_csv, eval_csv):
+        rows.forget_after(resumed_from)
     if resumed_from:
         await drop_evaluations_after(checkpoints, resumed_from)
-    train_metrics = WithParticipation(tff.program.GroupingReleaseManager([
-        tff.program.CSVFileReleaseManager(run_dir / "metrics.csv", key_fieldname="round"),
-        tff.program.TensorBoardReleaseManager(run_dir / "tensorboard" / "train"),
+    train_metrics = barrier.track(WithParticipation(tff.program.GroupingReleaseManager([
+        train_csv,
+        TensorBoardScalars(run_dir / "tensorboard" / "train"),
         TrainProgress(progress),
-    ]), train_ids, per_round, config, progress)
+    ]), train_ids, per_round, config, progress))
     eval_metrics = tff.program.GroupingReleaseManager([
-        tff.program.CSVFileReleaseManager(run_dir / "eval_metrics.csv", key_fieldname="round"),
-        tff.program.TensorBoardReleaseManager(run_dir / "tensorboard" / "heldout"),
+        eval_csv,
+        TensorBoardScalars(run_dir / "tensorboard" / "heldout"),
         EvalProgress(progress),
     ])
     evaluation_manager = tff.learning.programs.EvaluationManager(
@@ -217,7 +208,8 @@ async def _train(run_dir: Path, store, model_config: ModelConfig, config: TrainC
         train_per_round_clients=per_round,
         train_total_rounds=config.rounds,
         program_state_manager=checkpoint_manager,
-        model_output_manager=KerasWeightsRelease(run_dir / "final_model.weights.h5", model_config),
+        model_output_manager=barrier.track(
+            KerasWeightsRelease(run_dir / "final_model.weights.h5", model_config)),
         train_metrics_manager=train_metrics,
         evaluation_manager=evaluation_manager,
         evaluation_periodicity=config.eval_every,

@@ -36,14 +36,22 @@ def write_corpus(path: Path, clients: int = 24, texts_per_client: int = 8) -> Pa
     return path
 
 
-def fedkb(*args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
-    """Runs the CLI as a user would, in a fresh process."""
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+def fedkb(*args: str, timeout: float = 600, check: bool = True,
+          env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Runs the CLI as a user would, in a fresh process (`env`: extra variables)."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
     out = subprocess.run([sys.executable, "-m", "fl_pipeline.cli", *map(str, args)],
                          capture_output=True, text=True, timeout=timeout, env=env)
     if check and out.returncode != 0:
         raise AssertionError(f"fedkb {' '.join(map(str, args))} failed:\n{out.stderr[-3000:]}")
     return out
+
+
+def fault_env(run_dir: Path, **settings: object) -> dict[str, str]:
+    """The environment of `fl_pipeline.fault_injection`: watch `run_dir`, and
+    e.g. kill_at="3:metrics.csv" or stop_after="program_state_2/COMPLETE"."""
+    return {"FEDKB_TEST_WATCH_DIR": str(run_dir),
+            **{f"FEDKB_TEST_{name.upper()}": str(value) for name, value in settings.items()}}
 
 
 def prepare_corpus(tmp: Path) -> Path:

@@ -13,7 +13,9 @@ import ctypes
 import hashlib
 import json
 import os
+import random
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -21,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fl_helpers import FAST_TRAIN_FLAGS, fedkb
+from fl_helpers import FAST_TRAIN_FLAGS, fault_env, fedkb
 
 ROUNDS = 8
 FAULT_FLAGS = ["--dropout", "0.3", "--over-select", "1.25", "--seed", "0"]
@@ -261,19 +263,27 @@ def test_after_a_full_disk_the_run_finishes_where_it_would_have(faulty_run, full
 
 def train_in_background(data_dir: Path, run_dir: Path, *extra: str,
                         until_round: int = 2) -> subprocess.Popen:
-    """`fedkb train` in a child process, returned once round `until_round` is saved."""
-    import time
-
+    """`fedkb train` in a child process, returned stopped (SIGSTOP) right after
+    its checkpoint of round `until_round` is complete, before it writes anything
+    else: the caller injects a fault, then sends SIGCONT. The process stops
+    itself at that event (`fault_injection`), so a machine's speed cannot
+    move the fault to another round."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3",
+           **fault_env(run_dir, stop_after=f"program_state_{until_round}/COMPLETE")}
     process = subprocess.Popen([sys.executable, "-m", "fl_pipeline.cli", "train", "--data",
                                 str(data_dir), "--out", str(run_dir), *FLAGS, *extra],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-    marker = run_dir / "checkpoints" / f"program_state_{until_round}" / "COMPLETE"
-    deadline = time.time() + 300
-    while not marker.exists() and process.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    assert marker.exists(), process.communicate()[1][-3000:]
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    _, status = os.waitpid(process.pid, os.WUNTRACED)
+    if not os.WIFSTOPPED(status):
+        process.returncode = os.waitstatus_to_exitcode(status)
+        raise AssertionError(f"training ended ({process.returncode}) before round {until_round} "
+                             f"was saved: {process.communicate()[1][-3000:]}")
+    assert (run_dir / "checkpoints" / f"program_state_{until_round}" / "COMPLETE").exists()
     return process
+
+
+def resume_stopped(process: subprocess.Popen) -> None:
+    process.send_signal(signal.SIGCONT)
 
 
 def outcome(process: subprocess.Popen, fault: str) -> subprocess.CompletedProcess:
@@ -290,8 +300,6 @@ def outcome(process: subprocess.Popen, fault: str) -> subprocess.CompletedProces
 @pytest.fixture(scope="module")
 def crashed_worker(data_dir, tmp_path_factory):
     """A run whose TFF worker segfaults (SIGSEGV, as one did on this machine) after round 2."""
-    import signal
-
     import psutil
 
     run_dir = tmp_path_factory.mktemp("crash") / "run"
@@ -299,7 +307,8 @@ def crashed_worker(data_dir, tmp_path_factory):
     workers = [p for p in psutil.Process(process.pid).children(recursive=True)
                if "worker_binary" in " ".join(p.cmdline())]
     assert len(workers) == 1
-    workers[0].send_signal(signal.SIGSEGV)
+    workers[0].send_signal(signal.SIGSEGV)  # dead at once; the stopped trainer reaps it later
+    resume_stopped(process)
     return outcome(process, "its TFF worker crashed"), run_dir
 
 
@@ -333,6 +342,8 @@ def test_a_lost_remote_worker_stops_training_and_the_run_resumes_once_it_is_back
         process = train_in_background(data_dir, run_dir, "--worker-timeout", "2", "--workers",
                                       ",".join(f"localhost:{port}" for port in ports))
         workers[1].kill()
+        workers[1].wait()
+        resume_stopped(process)
         error = one_line_error(outcome(process, "a remote worker was lost"))
         assert f"TFF worker at localhost:{ports[1]} has been unreachable for 2 s" in error
         assert f"fedkb worker --port {ports[1]}" in error
@@ -382,3 +393,73 @@ def test_with_dp_a_skipped_round_changes_nothing_although_tff_would_add_noise(da
     assert any(not np.array_equal(a, b) for a, b in zip(plain_before, plain_after))  # noise
     for a, b in zip(kept_before, kept_after, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def tensorboard_scalars(log_dir: Path) -> dict[tuple[str, int], list[float]]:
+    """{(tag, step): every value written for it} over all event files under `log_dir`.
+    A file cut short by a kill ends where its last whole record ends."""
+    import tensorflow as tf
+
+    values: dict[tuple[str, int], list[float]] = {}
+    for path in sorted(log_dir.glob("events.out.tfevents*")):
+        try:
+            for event in tf.compat.v1.train.summary_iterator(str(path)):
+                for value in event.summary.value:
+                    number = float(tf.make_ndarray(value.tensor))
+                    values.setdefault((value.tag, event.step), []).append(number)
+        except tf.errors.DataLossError:
+            pass
+    return values
+
+
+def assert_rows_equal(resumed: list[dict[str, str]], whole: list[dict[str, str]]) -> None:
+    assert [r["round"] for r in resumed] == [r["round"] for r in whole]
+    for a, b in zip(resumed, whole):
+        assert a.keys() == b.keys()
+        for column in a:
+            assert float(a[column]) == pytest.approx(float(b[column]), abs=1e-5), (a["round"], column)
+
+
+def test_a_run_killed_at_any_write_resumes_to_exactly_the_uninterrupted_run(
+        faulty_run, data_dir, tmp_path):
+    """kill -9 at event-chosen points (`fault_injection`), one per process,
+    resuming after each: every round's metrics exactly once and equal to the
+    uninterrupted run's, every TensorBoard step present with one value, and
+    the same final weights.
+
+    The reference run writes its first 7 files setting the run up (vocab,
+    config, worker log, checkpoint 0), then about 11 per round; each kill
+    below lands within a round or two of where its process resumed, so the
+    run reaches its end only in the last process."""
+    reference, _ = faulty_run
+    run_dir = tmp_path / "run"
+    rng = random.Random(0)
+    kills = [
+        f"{rng.randint(8, 18)}",            # some write or rename in round 1 or 2
+        "1:COMPLETE.partial",               # inside a checkpoint: state written, manifest not
+        f"{rng.randint(1, 3)}:metrics.csv",  # a metrics row (training or held-out)
+        "2:COMPLETE",                       # a manifest about to be renamed into place
+        f"{rng.randint(1, 6)}",             # whatever comes first after resuming
+        "1:final_model.weights.h5",         # the final weights about to be renamed into place
+        "1:summary",                        # training done, summary.json not yet written
+    ]
+    first = ["train", "--data", data_dir, "--out", run_dir, *FLAGS]
+    for n, kill_at in enumerate(kills):
+        args = first if n == 0 else ["train", "--resume", run_dir]
+        out = fedkb(*args, check=False, env=fault_env(run_dir, kill_at=kill_at))
+        assert out.returncode == -signal.SIGKILL, (kill_at, out.returncode, out.stderr[-3000:])
+    fedkb("train", "--resume", run_dir)
+
+    assert_rows_equal(metrics_rows(run_dir), metrics_rows(reference))
+    for name in ("eval_metrics.csv",):
+        with open(run_dir / name, newline="") as a, open(reference / name, newline="") as b:
+            assert_rows_equal(list(csv.DictReader(a)), list(csv.DictReader(b)))
+    for log in ("train", "heldout"):
+        resumed = tensorboard_scalars(run_dir / "tensorboard" / log)
+        whole = tensorboard_scalars(reference / "tensorboard" / log)
+        assert resumed.keys() == whole.keys(), log  # no step missing, none extra
+        for key, values in resumed.items():
+            assert values == pytest.approx([whole[key][0]] * len(values), abs=1e-5), key
+    assert_same_final_weights(reference, run_dir)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["participation"]["skipped_rounds"] == [8]

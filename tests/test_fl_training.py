@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import psutil
 import pytest
 
@@ -29,12 +25,6 @@ def worker_processes_started_after(moment: float) -> list[psutil.Process]:
 def rounds_in(path) -> list[int]:
     with open(path, newline="") as f:
         return [int(row["round"]) for row in csv.DictReader(f)]
-
-
-def final_weights(run_dir) -> list[np.ndarray]:
-    from fl_pipeline.evaluate import load_final_model
-
-    return load_final_model(run_dir).get_weights()
 
 
 @pytest.fixture(scope="module")
@@ -86,31 +76,6 @@ def test_eval_compares_four_models_on_the_same_held_out_texts(trained_run):
     assert len(tokens) == 1 and tokens.pop() > 0  # same positions scored for every model
     for name in report["models"]:
         assert name in out.stdout
-
-
-def test_resume_after_kill_9_continues_and_ends_where_an_uninterrupted_run_does(data_dir, tmp_path):
-    flags = ["--data", data_dir, "--rounds", "14", *FAST_TRAIN_FLAGS]
-    uninterrupted = tmp_path / "whole"
-    fedkb("train", "--out", uninterrupted, *flags)
-
-    killed = tmp_path / "killed"
-    process = subprocess.Popen([sys.executable, "-m", "fl_pipeline.cli", "train", "--out",
-                                str(killed), *map(str, flags)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    marker = killed / "checkpoints" / "program_state_4" / "COMPLETE"
-    deadline = time.time() + 300
-    while not marker.exists() and process.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert marker.exists()
-    assert not (killed / "summary.json").exists(), "the run finished before it could be killed"
-
-    out = fedkb("train", "--resume", killed)
-    assert rounds_in(killed / "metrics.csv") == list(range(1, 15))
-    for whole, resumed in zip(final_weights(uninterrupted), final_weights(killed)):
-        np.testing.assert_allclose(whole, resumed, atol=1e-6)
-    assert "trained 14 rounds" in out.stdout
 
 
 @pytest.mark.parametrize("option, check", [
