@@ -67,7 +67,7 @@ def test_the_same_seed_plants_the_same_canaries_and_none_leaves_no_record(tmp_pa
     prepare(config(corpus, tmp_path / "b"))
     assert (tmp_path / "a" / "canaries.json").read_bytes() == (tmp_path / "b" / "canaries.json").read_bytes()
     assert (tmp_path / "a" / "clients.sqlite").read_bytes() == (tmp_path / "b" / "clients.sqlite").read_bytes()
-    stats = prepare(config(corpus, tmp_path / "a", canaries=0)).stats
+    stats = prepare(config(corpus, tmp_path / "a", canaries=0), force=True).stats
     assert not (tmp_path / "a" / "canaries.json").exists() and stats["canaries"] is None
 
 

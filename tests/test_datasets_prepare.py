@@ -10,6 +10,7 @@ import pytest
 
 from datasets.corpus import CorpusError
 from datasets.examples import encode_text, windows
+from datasets.layout import fedkb_command
 from datasets.prepare import PrepareConfig, prepare
 from datasets.store import ClientStore, StoreError, serialize_tokens
 from datasets.vocab import Vocabulary
@@ -118,15 +119,16 @@ def test_vocab_from_data_uses_only_training_clients(tmp_path):
     lines = [json.dumps({"client_id": c, "text": "zebra" + c}) for c in heldout]
     path.write_text(path.read_text() + "\n".join(lines) + "\n")
     vocab = Vocabulary.load(tmp_path / "out" / "vocab.json")
-    prepare(config(path, tmp_path / "out", vocab_from_data=True))
+    prepare(config(path, tmp_path / "out", vocab_from_data=True), force=True)
     assert Vocabulary.load(tmp_path / "out" / "vocab.json") == vocab
     assert stats["vocab"]["source"] == "training clients' text" and "zebra" not in vocab.tokens
 
 
 def test_client_ids_that_would_break_tffs_sql_query_are_escaped(tmp_path):
     path = tmp_path / "c.jsonl"
-    path.write_text("".join(json.dumps({"client_id": c, "text": "hi there."}) + "\n"
-                            for c in ["o'brien", "50%", "plain", "x"]))
+    path.write_text("".join(json.dumps({"client_id": c, "text": text}) + "\n"
+                            for c in ["o'brien", "50%", "plain", "x"]
+                            for text in ("hi there.", "bye now.")))
     stats = prepare(config(path, tmp_path / "out", heldout_fraction=0.2)).stats
     store = ClientStore(tmp_path / "out")
     ids = store.client_ids("train") + store.client_ids("heldout_past")
@@ -147,7 +149,7 @@ def test_a_corpus_needs_two_clients(tmp_path):
 
 
 def test_client_store_refuses_what_is_not_a_finished_store(tmp_path):
-    with pytest.raises(StoreError, match="no such data directory; run `fedkb data prepare"):
+    with pytest.raises(StoreError, match="no such data directory; run `.*fedkb data prepare"):
         ClientStore(tmp_path / "none")
     prepare(config(make_jsonl(tmp_path / "c.jsonl"), tmp_path / "out"))
     store = ClientStore(tmp_path / "out")
@@ -176,7 +178,8 @@ def test_cli_bad_input_is_one_line_naming_file_and_line_with_exit_code_2(tmp_pat
     assert main(["data", "prepare", "--corpus", str(tmp_path / "no.csv"), "--out", "x"]) == 2
     assert "no.csv: no such file or directory" in capsys.readouterr().err
     assert main(["data", "stats", str(tmp_path / "o")]) == 2
-    assert "run `fedkb data prepare" in capsys.readouterr().err
+    assert f"run `{fedkb_command('data', 'prepare', '--out', tmp_path / 'o')}` first" in \
+        capsys.readouterr().err
 
 
 def test_cli_skip_bad_lines_warns_with_counts(tmp_path, capsys):
