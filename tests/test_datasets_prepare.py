@@ -208,3 +208,95 @@ def test_builtin_corpus_prepares_without_tensorflow_and_stats_show_1000_training
     assert int(train_row.split()[1].replace(",", "")) == stats["clients"]["train"]
     for heading in ("OOV rate", "median", "heldout_future", "dropped clients"):
         assert heading in shown.stdout
+
+
+# --- issue 12: corpora that cannot be trained on, existing stores, progress bars ------------
+
+
+def cli(*args, cwd=None, **kwargs):
+    return subprocess.run([sys.executable, "-m", "fl_pipeline.cli", *map(str, args)],
+                          capture_output=True, text=True, timeout=300, cwd=cwd, **kwargs)
+
+
+def one_line_per_client(path, clients=3):
+    path.write_text("".join(json.dumps({"client_id": f"c{i}", "text": f"hello number {i}."}) + "\n"
+                            for i in range(clients)))
+    return path
+
+
+@pytest.mark.parametrize("extra", [[], ["--max-clients", "1"]])
+def test_prepare_refuses_a_corpus_whose_split_has_nothing_to_evaluate(tmp_path, extra):
+    """One text per client leaves no held-out `future` texts; one client leaves nobody to hold
+    out. Either way train would crash later, so prepare refuses now, in one line, exit code 2."""
+    corpus = one_line_per_client(tmp_path / "c.jsonl") if not extra else make_jsonl(tmp_path / "c.jsonl")
+    done = cli("data", "prepare", "--corpus", corpus, "--out", tmp_path / "out", *extra)
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert "FedKB needs at least 2 clients: one to train on and one held out with 2 or more texts" \
+        in done.stderr and str(corpus) in done.stderr
+    assert not (tmp_path / "out" / "stats.json").exists()
+
+
+def test_prepare_replaces_an_existing_store_only_with_force(tmp_path):
+    corpus = make_jsonl(tmp_path / "c.jsonl")
+    out = tmp_path / "out"
+    assert cli("data", "prepare", "--corpus", corpus, "--out", out, "--vocab-size", "40").returncode == 0
+    before = (out / "stats.json").read_bytes()
+    small = make_jsonl(tmp_path / "small.jsonl", num_clients=6)
+    refused = cli("data", "prepare", "--corpus", small, "--out", out, "--vocab-size", "40")
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1
+    assert f"{out}: already holds a prepared client store; pass --force to replace it" in refused.stderr
+    assert (out / "stats.json").read_bytes() == before
+    forced = cli("data", "prepare", "--corpus", small, "--out", out, "--vocab-size", "40", "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert ClientStore(out).stats["clients"]["kept"] == 6
+
+
+def visible_lines(output: bytes) -> list[str]:
+    """What a terminal shows after `output`: carriage returns overwrite, escapes are dropped."""
+    import re
+
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", output.decode("utf-8", "replace"))
+    lines = []
+    for raw in text.replace("\r\n", "\n").split("\n"):
+        shown: list[str] = []
+        for segment in raw.split("\r"):  # each \r returns to column 0 and overwrites
+            shown[:len(segment)] = list(segment)
+        lines.append("".join(shown).rstrip())
+    return [line for line in lines if line]
+
+
+def test_a_refused_corpus_prints_only_its_one_line_error(tmp_path):
+    """No progress bar is left half-drawn in front of the error: on a terminal (a pty) the bar
+    is erased, and a stderr that is not a terminal gets no bar at all."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import termios
+
+    corpus = make_jsonl(tmp_path / "c.jsonl", extra_lines=b"not json\n")
+    argv = ["data", "prepare", "--corpus", corpus, "--out", tmp_path / "out"]
+    piped = cli(*argv)
+    assert piped.returncode == 2
+    assert len(piped.stderr.splitlines()) == 1 and piped.stderr.endswith("\n")
+    assert piped.stderr.startswith(f"fedkb data: error: {corpus}:")
+
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))  # 80 columns
+    process = subprocess.Popen([sys.executable, "-m", "fl_pipeline.cli", *map(str, argv)],
+                               stdout=subprocess.DEVNULL, stderr=follower)
+    os.close(follower)
+    output = b""
+    while True:  # until the child closes its end: EIO (or end of file)
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        output += chunk
+    os.close(leader)
+    assert process.wait(timeout=300) == 2
+    assert b"reading c.jsonl" in output  # the bar was drawn on the terminal...
+    assert [line.split(": error: ")[0] for line in visible_lines(output)] == ["fedkb data"]  # ...and erased
