@@ -225,7 +225,8 @@ def read_fortune_files(paths: list[Path], log: ReadLog, corpus_name: str = "fort
             unsigned: list[str] = []
             with path.open("rb") as stream:
                 found = False
-                for fortune in parse_fortunes(decoded_lines(stream, str(path), log), str(path), log):
+                lines = decoded_lines(stream, str(path), log)
+                for fortune in parse_fortunes(lines, str(path), log):
                     found = True
                     if fortune.author:
                         author = f"{corpus_name}:author:{fortune.author}"

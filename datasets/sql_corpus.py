@@ -145,7 +145,8 @@ def read_sql_client_data(path: Path, log: ReadLog, *, text_feature: str | None =
                     where = f"{path}: examples row {rowid}"
                     client = str(client)
                     if not client.strip() or not isinstance(blob, bytes):
-                        log.bad_line(where, "bad_field", "empty client_id or a proto that is not a BLOB")
+                        log.bad_line(where, "bad_field",
+                                     "empty client_id or a proto that is not a BLOB")
                         continue
                     text = text_of(blob, where, log)
                     if text is None:

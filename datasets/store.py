@@ -186,9 +186,8 @@ class ClientStore:
         try:
             yield db
         except sqlite3.Error as e:
-            raise StoreError(f"{self.database}: unreadable ({e}); run `"
-                             f"{fedkb_command('data', 'prepare', '--out', self.data_dir, '--force')}`"
-                             " again") from None
+            redo = fedkb_command("data", "prepare", "--out", self.data_dir, "--force")
+            raise StoreError(f"{self.database}: unreadable ({e}); run `{redo}` again") from None
         finally:
             db.close()
 

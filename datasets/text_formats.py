@@ -28,7 +28,8 @@ TEXT_COLUMN = "text"
 
 
 def _byte_progress(path: Path, what: str) -> tqdm:
-    return progress_bar(total=path.stat().st_size, unit="B", unit_scale=True, desc=f"reading {what}")
+    return progress_bar(total=path.stat().st_size, unit="B", unit_scale=True,
+                        desc=f"reading {what}")
 
 
 def _is_unicode(text: str) -> bool:
