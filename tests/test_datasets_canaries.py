@@ -86,7 +86,7 @@ def test_the_cli_plants_canaries_and_says_where_the_secrets_are(tmp_path, capsys
     corpus = make_jsonl(tmp_path / "c.jsonl")
     assert main(["data", "prepare", "--corpus", str(corpus), "--out", str(tmp_path / "out"),
                  "--vocab-size", "5000", "--seq-len", "12", "--canaries", "1",
-                 "--canary-repeats", "2,3"]) == 0
+                 "--canary-repeats", "2,3", "--heldout-fraction", "0.3"]) == 0
     out = capsys.readouterr().out
     assert "canaries: 2 planted (5 copies, repeats 2, 3" in out and "canaries.json" in out
 
