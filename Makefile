@@ -14,7 +14,7 @@ setup:
 	@$(UV) sync --locked --quiet
 
 demo: setup
-	$(UV) run fedkb demo
+	.venv/bin/fedkb demo
 
 test: setup
 	$(if $(XVFB_RUN),$(XVFB_RUN) $(XVFB_ARGS)) $(UV) run pytest

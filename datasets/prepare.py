@@ -17,14 +17,13 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from tqdm import tqdm
-
 from datasets.canaries import CANARIES_FILE, DIGITS, CanaryError, CanarySet, insert, plant
-from datasets.corpus import Corpus, CorpusError, ReadLog
+from datasets.corpus import Corpus, CorpusError, ReadLog, progress_bar
 from datasets.examples import encode_text, windows
+from datasets.layout import DATA_DIR
 from datasets.readers import BUILTIN, read_corpus
 from datasets.splits import (HELDOUT_FUTURE, HELDOUT_PAST, SPLITS, TRAIN, ClientSplit,
-                             select_clients, split_clients, split_past_future)
+                             select_clients, split_clients, split_past_future, split_problem)
 from datasets.stats import ClientSizes, SplitCounts
 from datasets.store import (FEATURE, FORMAT, STATS_FILE, STORE_FILE, VOCAB_FILE, StoreWriter,
                             serialize_tokens, store_client_id)
@@ -37,7 +36,7 @@ class PrepareConfig:
     """Everything that decides what `prepare` writes (the CLI's `data prepare` options)."""
 
     corpus: str = "fortunes"
-    out: Path = Path("runs/data")
+    out: Path = DATA_DIR
     vocab_size: int = 10_000
     vocab_from_data: bool = False
     include_offensive: bool = False
@@ -159,11 +158,29 @@ def read_and_split(config: PrepareConfig, log: ReadLog) -> tuple[Corpus, list[st
                           "FedKB needs at least 2 (one to train on, one held out); add text")
     kept = (select_clients(corpus.clients, config.max_clients, config.seed)
             if config.max_clients else sorted(corpus.clients))
-    return corpus, kept, split_clients(kept, config.heldout_fraction, config.seed)
+    split = split_clients(kept, config.heldout_fraction, config.seed)
+    future = sum(1 for c in split.heldout
+                 if split_past_future(corpus.clients[c], config.past_fraction)[1])
+    problem = split_problem(len(split.train), len(split.heldout), future)
+    if problem:
+        raise CorpusError(f"{corpus.source}: {problem}; add text or clients, or change "
+                          "--seed, --heldout-fraction or --max-clients")
+    return corpus, kept, split
 
 
-def prepare(config: PrepareConfig) -> PrepareResult:
-    """Reads, splits, encodes and writes a corpus; returns its stats."""
+def check_out(out: Path, force: bool) -> None:
+    """Refuses to replace a finished store (one with stats.json) unless `force`."""
+    if (out / STATS_FILE).exists() and not force:
+        raise CorpusError(f"{out}: already holds a prepared client store; pass --force to "
+                          "replace it, or choose another --out")
+
+
+def prepare(config: PrepareConfig, *, force: bool = False) -> PrepareResult:
+    """Reads, splits, encodes and writes a corpus; returns its stats.
+
+    An existing store in `config.out` is replaced only with `force`."""
+    out = Path(config.out)
+    check_out(out, force)
     log = ReadLog(skip_bad_lines=config.skip_bad_lines)
     corpus, kept, split = read_and_split(config, log)
     clients, planted = _plant_canaries(config, corpus.clients, split.train)
@@ -171,14 +188,14 @@ def prepare(config: PrepareConfig) -> PrepareResult:
     if planted is not None:
         _check_canaries_fit(planted, vocab, config.seq_len)
 
-    out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / STATS_FILE).unlink(missing_ok=True)  # the store is incomplete until stats.json is back
     (out / CANARIES_FILE).unlink(missing_ok=True)  # never an old run's secrets next to new data
     tally = _Tally()
     work = [(c, False) for c in split.train] + [(c, True) for c in split.heldout]
-    with StoreWriter(out / STORE_FILE) as writer:
-        for client, heldout in tqdm(work, desc="writing client store", unit="client"):
+    with (StoreWriter(out / STORE_FILE) as writer,
+          progress_bar(work, desc="writing client store", unit="client") as bar):
+        for client, heldout in bar:
             _write_client(writer, client, clients[client], heldout, vocab, config, tally)
 
     found = len(corpus.clients) + corpus.clients_not_read

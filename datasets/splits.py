@@ -72,3 +72,13 @@ def select_clients(client_ids: Iterable[str], count: int, seed: int) -> list[str
     """`count` clients chosen by the seed (all if there are fewer), sorted."""
     ranked = sorted(set(client_ids), key=lambda c: (unit_hash(c, seed, "select"), c))
     return sorted(ranked[:count])
+
+
+def split_problem(train: int, heldout: int, future: int) -> str | None:
+    """Why a split of `train` training clients and `heldout` held-out ones, `future` of them
+    with texts left for their future, cannot be trained and evaluated; None if it can."""
+    if train and future:
+        return None
+    return (f"{train} training and {heldout} held-out client(s), {future} of them with 2 or more "
+            "texts; FedKB needs at least 2 clients: one to train on and one held out with 2 or "
+            "more texts (its past and its future)")

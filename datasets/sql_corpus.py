@@ -25,10 +25,8 @@ import urllib.error
 from collections.abc import Iterator
 from pathlib import Path
 
-from tqdm import tqdm
-
 from datasets.corpus import (MAX_LINE_BYTES, ClientTexts, Corpus, CorpusError, ReadLog,
-                             check_path)
+                             check_path, progress_bar)
 from datasets.splits import select_clients
 
 TEXT_FEATURES = ("text", "tokens")
@@ -141,18 +139,20 @@ def read_sql_client_data(path: Path, log: ReadLog, *, text_feature: str | None =
         texts = ClientTexts(log)
         text_of = _ExampleText(text_feature)
         try:
-            for rowid, client, blob in tqdm(_rows(connection, wanted), desc=f"reading {path.name}",
-                                            unit=" rows"):
-                where = f"{path}: examples row {rowid}"
-                client = str(client)
-                if not client.strip() or not isinstance(blob, bytes):
-                    log.bad_line(where, "bad_field", "empty client_id or a proto that is not a BLOB")
-                    continue
-                text = text_of(blob, where, log)
-                if text is None:
-                    texts.mention(client)
-                else:
-                    texts.add(client, text, where)
+            with progress_bar(_rows(connection, wanted), desc=f"reading {path.name}",
+                              unit=" rows") as bar:
+                for rowid, client, blob in bar:
+                    where = f"{path}: examples row {rowid}"
+                    client = str(client)
+                    if not client.strip() or not isinstance(blob, bytes):
+                        log.bad_line(where, "bad_field",
+                                     "empty client_id or a proto that is not a BLOB")
+                        continue
+                    text = text_of(blob, where, log)
+                    if text is None:
+                        texts.mention(client)
+                    else:
+                        texts.add(client, text, where)
         except sqlite3.Error as e:
             raise CorpusError(f"{path}: cannot read the examples table ({e})") from None
     finally:

@@ -27,6 +27,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from datasets.errors import FedKBError
+from datasets.layout import fedkb_command
 from datasets.splits import SPLITS
 from datasets.vocab import Vocabulary
 
@@ -156,15 +157,16 @@ class ClientStore:
 
     def __init__(self, data_dir: str | Path):
         self.data_dir = Path(data_dir)
-        redo = f"run `fedkb data prepare --out {self.data_dir}`"
+        prepare = f"run `{fedkb_command('data', 'prepare', '--out', self.data_dir)}`"
+        redo = f"run `{fedkb_command('data', 'prepare', '--out', self.data_dir, '--force')}`"
         if not self.data_dir.is_dir():
-            raise StoreError(f"{self.data_dir}: no such data directory; {redo} first")
+            raise StoreError(f"{self.data_dir}: no such data directory; {prepare} first")
         stats_path = self.data_dir / STATS_FILE
         try:
             self.stats: dict = json.loads(stats_path.read_text("utf-8"))
         except FileNotFoundError:
             raise StoreError(f"{stats_path}: missing, so {self.data_dir} is not a prepared "
-                             f"(or a completely prepared) data directory; {redo}") from None
+                             f"(or a completely prepared) data directory; {prepare}") from None
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             raise StoreError(f"{stats_path}: unreadable ({e}); {redo}") from None
         if not isinstance(self.stats, dict) or self.stats.get("format") != FORMAT:
@@ -184,8 +186,8 @@ class ClientStore:
         try:
             yield db
         except sqlite3.Error as e:
-            raise StoreError(f"{self.database}: unreadable ({e}); run `fedkb data prepare "
-                             f"--out {self.data_dir}` again") from None
+            redo = fedkb_command("data", "prepare", "--out", self.data_dir, "--force")
+            raise StoreError(f"{self.database}: unreadable ({e}); run `{redo}` again") from None
         finally:
             db.close()
 

@@ -20,14 +20,16 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from datasets.corpus import ClientTexts, Corpus, CorpusError, ReadLog, check_path, decoded_lines
+from datasets.corpus import (ClientTexts, Corpus, CorpusError, ReadLog, check_path, decoded_lines,
+                             progress_bar)
 
 CLIENT_COLUMN = "client_id"
 TEXT_COLUMN = "text"
 
 
 def _byte_progress(path: Path, what: str) -> tqdm:
-    return tqdm(total=path.stat().st_size, unit="B", unit_scale=True, desc=f"reading {what}")
+    return progress_bar(total=path.stat().st_size, unit="B", unit_scale=True,
+                        desc=f"reading {what}")
 
 
 def _is_unicode(text: str) -> bool:
@@ -160,24 +162,25 @@ def read_directory(path: Path, log: ReadLog) -> Corpus:
     owner: dict[str, Path] = {}  # client id -> the file or directory that holds it
     files: list[str] = []
     layout = "a directory corpus holds <client>.txt files or <client>/ sub-directories of .txt files"
-    for entry in tqdm(sorted(path.iterdir()), desc=f"reading {path.name}/", unit="client"):
-        if entry.is_dir():
-            client, members = entry.name, sorted(entry.iterdir())
-        elif entry.suffix == ".txt":
-            client, members = entry.stem, [entry]
-        else:
-            log.bad_file(entry, f"not a .txt file or a directory ({layout})")
-            continue
-        if client in owner:
-            raise CorpusError(f"{owner[client]} and {entry} both hold client '{client}'; "
-                              "merge them into one (client ids must be unique)")
-        owner[client] = entry
-        for member in members:
-            if member.is_file() and member.suffix == ".txt":
-                _read_txt(member, client, texts, log)
-                files.append(str(member))
+    with progress_bar(sorted(path.iterdir()), desc=f"reading {path.name}/", unit="client") as bar:
+        for entry in bar:
+            if entry.is_dir():
+                client, members = entry.name, sorted(entry.iterdir())
+            elif entry.suffix == ".txt":
+                client, members = entry.stem, [entry]
             else:
-                log.bad_file(member, f"not a .txt file ({layout})")
+                log.bad_file(entry, f"not a .txt file or a directory ({layout})")
+                continue
+            if client in owner:
+                raise CorpusError(f"{owner[client]} and {entry} both hold client '{client}'; "
+                                  "merge them into one (client ids must be unique)")
+            owner[client] = entry
+            for member in members:
+                if member.is_file() and member.suffix == ".txt":
+                    _read_txt(member, client, texts, log)
+                    files.append(str(member))
+                else:
+                    log.bad_file(member, f"not a .txt file ({layout})")
     if not owner:
         raise CorpusError(f"{path}: directory holds no clients; {layout}")
     return texts.corpus("directory", str(path), files)

@@ -16,11 +16,9 @@ import warnings
 from pathlib import Path
 
 from datasets.errors import FedKBError
+from datasets.layout import (BENCH_DIR, DATA_DIR, DEMO_DATA_DIR, DEMO_DIR, DEMO_MODEL_DIR,
+                             DEMO_RUN_DIR, MODEL_DIR, RUN_DIR)
 from fl_pipeline.config import SERVER_OPTIMIZERS, TrainConfig
-
-DEFAULT_DATA_DIR = Path("runs/data")
-DEFAULT_RUN_DIR = Path("runs/train")
-DEFAULT_MODEL_DIR = Path("runs/model")
 
 
 def quiet_native_logs(verbose: bool) -> None:
@@ -76,20 +74,26 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--corpus", default="fortunes",
                          help="'fortunes' (built in), a .jsonl/.csv file, a directory, a TFF .sqlite "
                          "client-data file, or 'stackoverflow' (default: fortunes)")
-    prepare.add_argument("--out", type=Path, default=DEFAULT_DATA_DIR, help="output directory")
-    prepare.add_argument("--vocab-size", type=positive_int, default=10_000)
+    prepare.add_argument("--out", type=Path, default=DATA_DIR,
+                         help="output directory (default: %(default)s)")
+    prepare.add_argument("--force", action="store_true",
+                         help="replace the store that --out already holds")
+    prepare.add_argument("--vocab-size", type=positive_int, default=10_000,
+                         help="words and symbols in the vocabulary (default: %(default)s)")
     prepare.add_argument("--vocab-from-data", action="store_true",
                          help="build the vocabulary from the training clients instead of wordfreq")
     prepare.add_argument("--include-offensive", action="store_true",
                          help="also read the offensive fortune files (names ending in -o)")
-    prepare.add_argument("--heldout-fraction", type=fraction, default=0.1)
-    prepare.add_argument("--past-fraction", type=fraction, default=0.8)
-    prepare.add_argument("--seq-len", type=positive_int, default=20, help="tokens of context T")
+    prepare.add_argument("--heldout-fraction", type=fraction, default=0.1,
+                         help="share of clients held out from training (default: %(default)s)")
+    prepare.add_argument("--past-fraction", type=fraction, default=0.8,
+                         help="share of a held-out client's texts that are its past (default: %(default)s)")
+    prepare.add_argument("--seq-len", type=positive_int, default=20, help="tokens of context T (default: %(default)s)")
     prepare.add_argument("--max-clients", type=positive_int, default=None,
                          help="keep only this many clients (chosen by the seed)")
     prepare.add_argument("--skip-bad-lines", action="store_true",
                          help="warn about and count bad lines instead of stopping")
-    prepare.add_argument("--seed", type=int, default=0)
+    prepare.add_argument("--seed", type=int, default=0, help="fixes the split and --max-clients (default: %(default)s)")
     prepare.add_argument("--canaries", type=positive_int, default=None, metavar="N",
                          help="plant N random canary sentences ('my pin number is 4 8 1 5 2') per "
                          "repeat count in training clients, for `fedkb audit` (secrets go to "
@@ -99,11 +103,14 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--canary-digits", type=positive_int, default=5, metavar="D",
                          help="digits of a canary's secret: it is ranked among 10^D (default 5)")
     stats = data_commands.add_parser("stats", help="print clients, texts, tokens and size quantiles")
-    stats.add_argument("data_dir", type=Path, nargs="?", default=DEFAULT_DATA_DIR)
+    stats.add_argument("data_dir", type=Path, nargs="?", default=DEMO_DATA_DIR,
+                       help="prepared data directory (default: %(default)s, from `fedkb demo`)")
 
     train = commands.add_parser("train", help="train the next-word model with federated averaging")
-    train.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR, help="prepared data directory")
-    train.add_argument("--out", type=Path, default=DEFAULT_RUN_DIR, help="run directory to create")
+    train.add_argument("--data", type=Path, default=DATA_DIR,
+                       help="prepared data directory (default: %(default)s, as `data prepare` writes)")
+    train.add_argument("--out", type=Path, default=RUN_DIR,
+                       help="run directory to create (default: %(default)s)")
     train.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
                        help="continue an interrupted run from its last checkpoint")
     def setting(flag: str, help: str = "", **kwargs) -> None:
@@ -141,21 +148,26 @@ def build_parser() -> argparse.ArgumentParser:
     setting("--seed", type=int, help="fixes sampling, initialization and dropouts")
 
     evaluate = commands.add_parser("eval", help="compare the run with centralized, local-only and n-gram")
-    evaluate.add_argument("run_dir", type=Path, nargs="?", default=DEFAULT_RUN_DIR)
+    evaluate.add_argument("run_dir", type=Path, nargs="?", default=DEMO_RUN_DIR,
+                          help="run directory (default: %(default)s, from `fedkb demo`)")
 
     export = commands.add_parser("export", help="export a run to a TFLite model directory")
-    export.add_argument("run_dir", type=Path, nargs="?", default=DEFAULT_RUN_DIR)
-    export.add_argument("--out", type=Path, default=DEFAULT_MODEL_DIR, help="model directory")
+    export.add_argument("run_dir", type=Path, nargs="?", default=DEMO_RUN_DIR,
+                        help="run directory (default: %(default)s, from `fedkb demo`)")
+    export.add_argument("--out", type=Path, default=MODEL_DIR,
+                        help="model directory to write (default: %(default)s)")
     export.add_argument("--float", dest="float32", action="store_true",
                         help="keep float32 weights (default: dynamic-range quantized)")
 
     predict = commands.add_parser("predict", help="print next-word suggestions for a text")
     predict.add_argument("text", help="the text before the cursor")
-    predict.add_argument("--model", type=Path, default=DEFAULT_MODEL_DIR, help="model directory")
-    predict.add_argument("-k", type=positive_int, default=3, help="number of suggestions")
+    predict.add_argument("--model", type=Path, default=DEMO_MODEL_DIR,
+                         help="model directory (default: %(default)s, from `fedkb demo`)")
+    predict.add_argument("-k", type=positive_int, default=3, help="number of suggestions (default: %(default)s)")
 
     app = commands.add_parser("app", help="open the keyboard app")
-    app.add_argument("--model", type=Path, default=DEFAULT_MODEL_DIR, help="model directory")
+    app.add_argument("--model", type=Path, default=DEMO_MODEL_DIR,
+                     help="model directory (default: %(default)s, from `fedkb demo`)")
     app.add_argument("--user-dir", type=Path, default=None,
                      help="private directory for opt-in learning (default: the app's user_data_dir)")
 
@@ -164,7 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     audit = commands.add_parser("audit", help="measure memorization: exposure of the canaries "
                                 "planted by `fedkb data prepare --canaries`")
-    audit.add_argument("run_dir", type=Path, nargs="?", default=DEFAULT_RUN_DIR)
+    audit.add_argument("run_dir", type=Path, nargs="?", default=DEMO_RUN_DIR,
+                       help="run directory (default: %(default)s, from `fedkb demo`)")
     audit.add_argument("--data", type=Path, default=None,
                        help="the data directory with canaries.json (default: the run's own)")
 
@@ -172,10 +185,12 @@ def build_parser() -> argparse.ArgumentParser:
     size = bench.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="under 10 minutes on 2 cores (default)")
     size.add_argument("--full", action="store_true", help="larger populations and more rounds")
-    bench.add_argument("--out", type=Path, default=Path("runs/bench"))
+    bench.add_argument("--out", type=Path, default=BENCH_DIR,
+                       help="output directory (default: %(default)s)")
 
     demo = commands.add_parser("demo", help="prepare, train, export and open the app")
-    demo.add_argument("--out", type=Path, default=Path("runs/demo"))
+    demo.add_argument("--out", type=Path, default=DEMO_DIR,
+                      help="output directory (default: %(default)s)")
     demo.add_argument("--no-app", action="store_true", help="stop after exporting the model")
     return parser
 

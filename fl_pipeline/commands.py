@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 
 from datasets.errors import FedKBError
+from datasets.layout import fedkb_command, venv_command
 
 
 def run_data(args: argparse.Namespace) -> int:
@@ -31,7 +32,7 @@ def run_data(args: argparse.Namespace) -> int:
         seq_len=args.seq_len, max_clients=args.max_clients,
         skip_bad_lines=args.skip_bad_lines, seed=args.seed, canaries=args.canaries or 0,
         canary_repeats=args.canary_repeats, canary_digits=args.canary_digits)
-    result = prepare(config)
+    result = prepare(config, force=args.force)
     if result.warning:
         print(f"fedkb data: warning: {result.warning}", file=sys.stderr)
     print(format_stats(result.stats))
@@ -121,7 +122,7 @@ def run_app(args: argparse.Namespace) -> int:
     if not has_display():
         raise FedKBError("no display to open the app window on (DISPLAY is not set); run it on a "
                          "desktop, or on a virtual one: xvfb-run -a -s \"-screen 0 1280x720x24 "
-                         "+extension GLX\" fedkb app")
+                         f"+extension GLX\" {fedkb_command('app', '--model', args.model)}")
     return open_app(args.model, args.user_dir)
 
 
@@ -151,20 +152,19 @@ def run_bench(args: argparse.Namespace) -> int:
     print("\n".join(figure_table(figures, [n for n in HEADLINE if n in figures], with_how=False)))
     print(f"\n{result['wall_time_s'] / 60:.1f} minutes; wrote {args.out / 'bench.json'}, "
           f"{args.out / 'REPORT.md'} and plots; refresh the README's results with: "
-          f"uv run python -m fl_pipeline.bench.report --update-readme {args.out / 'bench.json'}")
+          f"{venv_command('python', '-m', 'fl_pipeline.bench.report', '--update-readme', args.out / 'bench.json')}")
     return 0
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from fl_pipeline.demo import run_demo as demo
+    from fl_pipeline.demo import is_tiny, next_commands, run_demo as demo
     from keyboard_app.app import has_display, run_app as open_app
 
-    model_dir = demo(args.out)
-    if args.no_app:
-        print(f"model: {model_dir}")
-        return 0
-    if not has_display():
-        print(f"no display, so the app does not open. model: {model_dir}; open it with: "
-              f"uv run fedkb app --model {model_dir}")
-        return 0
-    return open_app(model_dir, None)
+    model_dir = demo(args.out, tiny=is_tiny())
+    if not args.no_app and has_display():
+        return open_app(model_dir, None)
+    print(f"model: {model_dir}" if args.no_app else
+          f"no display, so the app does not open; model: {model_dir}")
+    for what, command in next_commands(args.out):
+        print(f"  {what}: {command}")
+    return 0

@@ -10,6 +10,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from datasets.layout import fedkb_command
 from fl_pipeline.baselines import (KneserNeyTrigram, score_keras, score_local_only,
                                    train_centralized)
 from fl_pipeline.client_data import to_model_batches
@@ -28,7 +29,8 @@ def load_final_model(run_dir: Path):
     model_config, _, _ = load_run_config(run_dir)
     weights = run_dir / "final_model.weights.h5"
     if not weights.exists():
-        raise RunDirError(f"{weights}: not found; finish the run with `fedkb train --resume {run_dir}`")
+        raise RunDirError(f"{weights}: not found; finish the run with "
+                          f"`{fedkb_command('train', '--resume', run_dir)}`")
     model = build_model(model_config)
     model.load_weights(str(weights))
     return model

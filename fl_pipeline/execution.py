@@ -38,6 +38,7 @@ import portpicker
 import tensorflow_federated as tff
 
 from datasets.errors import FedKBError
+from datasets.layout import fedkb_command
 
 WORKER_BINARY = Path(tff.__file__).parent / "data" / "worker_binary"
 _GRPC_OPTIONS = [("grpc.max_send_message_length", 2_000_000_000),
@@ -109,7 +110,7 @@ def remote_context(address: str, timeout: float = 30.0, channel: grpc.Channel | 
     while not stub.is_ready:
         if time.monotonic() > deadline:
             raise WorkerError(f"no TFF worker answers at {address}; start one there with "
-                              f"`fedkb worker --port {address.rsplit(':', 1)[-1]}`")
+                              f"`{fedkb_command('worker', '--port', address.rsplit(':', 1)[-1])}`")
         time.sleep(0.2)
 
     def executor_for(cardinalities):
@@ -190,8 +191,8 @@ class _WorkerWatch:
         for address, since in list(self._down_since.items()):
             if since is not None and time.monotonic() - since > self._remote_timeout:
                 return (f"the TFF worker at {address} has been unreachable for "
-                        f"{self._remote_timeout:g} s; restart it there (`fedkb worker --port "
-                        f"{address.rsplit(':', 1)[-1]}`)")
+                        f"{self._remote_timeout:g} s; restart it there "
+                        f"(`{fedkb_command('worker', '--port', address.rsplit(':', 1)[-1])}`)")
         return None
 
     def _watch(self) -> None:

@@ -44,10 +44,11 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from datasets.errors import FedKBError
+from datasets.layout import fedkb_command
 from datasets.vocab import BOS_ID, PAD_ID, Vocabulary, VocabularyError
 from keyboard_app.model_dir import (CARD_FILE, CARD_FORMAT, CARD_FORMAT_VERSION, MODEL_FILE,
                                     PERSONAL_TENSORS, SIGNATURES, VOCAB_FILE,
-                                    expected_signatures, sha256_file_bytes)
+                                    expected_signatures, read_model_dir, sha256_file_bytes)
 from models.next_word import ModelConfig, build_model, count_parameters
 
 WEIGHTS_FILE = "final_model.weights.h5"
@@ -280,7 +281,7 @@ def export_model(model: tf.keras.Model, vocab: Vocabulary, out_dir: str | Path, 
             "name": MODEL_FILE,
             "bytes": len(flatbuffer),
             "sha256": sha256_file_bytes(flatbuffer),
-            "quantization": "dynamic-range int8 weights" if config.quantize else "none (float32)",
+            "quantization": quantization_label(config.quantize),
             "ops": "TFLite builtins only (no Flex / select TF ops)",
         },
         "vocab": {"file": VOCAB_FILE, "size": len(vocab), "sha256": vocab.sha256},
@@ -321,8 +322,9 @@ def load_run(run_dir: str | Path) -> tuple[tf.keras.Model, Vocabulary, dict, dic
     """(Keras model with the final weights, vocabulary, config, summary) of a training run."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise ExportError(f"{run_dir}: run directory not found; train one with `fedkb train --out {run_dir}`")
-    unfinished = f"the run did not finish; finish it with `fedkb train --resume {run_dir}`"
+        raise ExportError(f"{run_dir}: run directory not found; train one with "
+                          f"`{fedkb_command('train', '--out', run_dir)}`")
+    unfinished = f"the run did not finish; finish it with `{fedkb_command('train', '--resume', run_dir)}`"
     config = _read_json(run_dir / "config.json", f"{run_dir} is not a `fedkb train` run directory")
     summary = _read_json(run_dir / "summary.json", unfinished)
     try:
@@ -355,6 +357,10 @@ def load_run(run_dir: str | Path) -> tuple[tf.keras.Model, Vocabulary, dict, dic
     return model, vocab, config, summary
 
 
+def quantization_label(quantize: bool) -> str:
+    return "dynamic-range int8 weights" if quantize else "none (float32)"
+
+
 def training_card(config: dict, summary: dict) -> tuple[dict, dict | None]:
     """(card "training" section, held-out metrics) from a run's config and summary."""
     training = {key: value for key, value in summary.items() if key != "final_metrics"}
@@ -365,11 +371,37 @@ def training_card(config: dict, summary: dict) -> tuple[dict, dict | None]:
     return training, heldout
 
 
+def _run_training(run_dir: Path, run_config: dict, summary: dict) -> tuple[dict, dict | None]:
+    """The card's "training" section for a run: its summary, settings and final weights' hash."""
+    training, heldout = training_card(run_config, summary)
+    training["final_weights_sha256"] = sha256_file_bytes((run_dir / WEIGHTS_FILE).read_bytes())
+    return training, heldout
+
+
 def export_run(run_dir: str | Path, out_dir: str | Path, *, quantize: bool = True,
                config: ExportConfig | None = None, progress: bool = False) -> Path:
     """`fedkb export`: the model directory for a finished training run."""
     config = dataclasses.replace(config or ExportConfig(), quantize=quantize)
     model, vocab, run_config, summary = load_run(run_dir)
-    training, heldout = training_card(run_config, summary)
+    training, heldout = _run_training(Path(run_dir), run_config, summary)
     return export_model(model, vocab, out_dir, training=training, heldout_metrics=heldout,
                         config=config, progress=progress)
+
+
+def export_is_current(run_dir: str | Path, out_dir: str | Path, *, quantize: bool = True) -> bool:
+    """Whether `out_dir` is a complete, intact export of the finished run as it is now.
+
+    True when the model directory passes the app's checks and its card records
+    this run's summary, settings and final weights (by SHA-256) and the same
+    quantization, so exporting again would write the same model.
+    """
+    run_dir = Path(run_dir)
+    try:
+        card = read_model_dir(out_dir).card
+        run_config = json.loads((run_dir / "config.json").read_text("utf-8"))
+        summary = json.loads((run_dir / "summary.json").read_text("utf-8"))
+        training, _ = _run_training(run_dir, run_config, summary)
+    except (FedKBError, OSError, ValueError):
+        return False
+    return (card.get("training") == training
+            and card["file"].get("quantization") == quantization_label(quantize))

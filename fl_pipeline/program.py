@@ -25,6 +25,7 @@ import tensorflow_federated as tff
 from tqdm.auto import tqdm
 
 from datasets.errors import FedKBError
+from datasets.layout import fedkb_command
 from fl_pipeline.checkpoint_manifest import usable_versions
 from fl_pipeline.checkpoints import CheckpointManager, VerifiedStateManager
 from fl_pipeline.client_data import SeededClientDataSource
@@ -63,7 +64,7 @@ class RunDirWriteError(FedKBError):
         kept = (f"the last complete checkpoint (round {max(usable)}) is intact" if usable
                 else "no checkpoint was complete yet")
         return cls(f"{run_dir}: cannot write ({said}); {kept}; {fix}, then continue with "
-                   f"`fedkb train --resume {run_dir}`")
+                   f"`{fedkb_command('train', '--resume', run_dir)}`")
 
 
 class WithParticipation(tff.program.ReleaseManager):
@@ -256,7 +257,7 @@ def run_program(run_dir: Path, store, model_config: ModelConfig, config: TrainCo
                 _train(run_dir, store, model_config, config, progress)))
     except WorkerError as e:
         raise WorkerError(f"{e}; the run can continue from its last checkpoint with "
-                          f"`fedkb train --resume {run_dir}`") from None
+                          f"`{fedkb_command('train', '--resume', run_dir)}`") from None
     except Exception as e:
         failure = write_failure(e)
         if failure is None:

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
@@ -23,7 +24,9 @@ import time
 from pathlib import Path
 
 from datasets.errors import FedKBError
-from fl_pipeline.checkpoint_manifest import no_usable_checkpoint, usable_versions
+from datasets.layout import fedkb_command
+from datasets.splits import split_problem
+from fl_pipeline.checkpoint_manifest import marked_versions, no_usable_checkpoint, usable_versions
 from fl_pipeline.config import TrainConfig
 from fl_pipeline.participation import participation_summary, plan_rounds
 from fl_pipeline.privacy import dp_epsilon, upload_bytes
@@ -63,26 +66,77 @@ def open_store(data_dir: Path):
     return ClientStore(data_dir)
 
 
+# What `train` writes into a run directory (write_json's temporary files included).
+RUN_FILES = ("config.json", "config.tmp", "vocab.json", "checkpoints", "metrics.csv",
+             "eval_metrics.csv", "tensorboard", "final_model.weights.h5", "summary.json",
+             "summary.tmp", "worker.log", ".fedkb-write-test")
+
+
+def has_completed_round(run_dir: Path) -> bool:
+    """Whether `run_dir` holds a run worth keeping: a summary, or a checkpoint marked complete
+    (intact or damaged: a damaged one is for the user to look at, never deleted)."""
+    return (run_dir / "summary.json").exists() or bool(marked_versions(run_dir / "checkpoints"))
+
+
+def discard_unstarted(run_dir: Path, remove_dir: bool) -> None:
+    """Removes what `train` wrote into a run that completed no checkpoint, so that the next
+    `fedkb train --out` starts it afresh (nothing of it could be resumed). Only the files
+    in RUN_FILES; the directory itself only if `remove_dir` and it is then empty."""
+    for name in RUN_FILES:
+        path = run_dir / name
+        with contextlib.suppress(OSError):  # best effort: never hide the error that got us here
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
+    if remove_dir:
+        with contextlib.suppress(OSError):
+            run_dir.rmdir()
+
+
+def check_trainable(store) -> None:
+    """Refuses a store (say, from an older FedKB) whose splits cannot be trained and evaluated."""
+    problem = split_problem(len(store.client_ids("train")),
+                            int(store.stats.get("clients", {}).get("heldout", 0)),
+                            len(store.client_ids("heldout_future")))
+    if problem:
+        raise RunDirError(f"{store.data_dir}: {problem}; prepare it again with more text "
+                          f"(`{fedkb_command('data', 'prepare', '--out', store.data_dir, '--force')}`"
+                          " with your --corpus)")
+
+
 def train(data_dir: Path, run_dir: Path, config: TrainConfig, model_overrides: dict | None = None,
           show_progress: bool = True) -> dict:
-    """Starts a new run in `run_dir` (which must not hold one) and trains it to the end."""
+    """Starts a new run in `run_dir` and trains it to the end.
+
+    `run_dir` must not hold a run that completed a checkpoint; one that did not (it failed
+    or was killed before its first checkpoint) is started afresh. If this run fails before
+    its first checkpoint, what it wrote is removed again, so nothing blocks the next try."""
     store = open_store(data_dir)
-    if (run_dir / "config.json").exists():
+    check_trainable(store)
+    if has_completed_round(run_dir):
         raise RunDirError(f"{run_dir} already holds a run; continue it with "
-                          f"`fedkb train --resume {run_dir}` or choose another --out")
+                          f"`{fedkb_command('train', '--resume', run_dir)}` or choose another --out")
+    created = not run_dir.exists()
+    discard_unstarted(run_dir, remove_dir=False)
     model_config = ModelConfig(vocab_size=len(store.vocab), seq_len=store.seq_len,
                                **(model_overrides or {}))
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(store.data_dir / "vocab.json", run_dir / "vocab.json")
-        write_json(run_dir / "config.json", {
-            "model": model_config.to_json(),
-            "train": config.to_json(),
-            "data": {"dir": str(store.data_dir.resolve()), "vocab_sha256": store.vocab.sha256},
-        })
-    except OSError as e:
-        raise RunDirError(f"{run_dir}: cannot write the run directory ({e.strerror})") from None
-    return _run(run_dir, store, model_config, config, show_progress)
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(store.data_dir / "vocab.json", run_dir / "vocab.json")
+            write_json(run_dir / "config.json", {
+                "model": model_config.to_json(),
+                "train": config.to_json(),
+                "data": {"dir": str(store.data_dir.resolve()), "vocab_sha256": store.vocab.sha256},
+            })
+        except OSError as e:
+            raise RunDirError(f"{run_dir}: cannot write the run directory ({e.strerror})") from None
+        return _run(run_dir, store, model_config, config, show_progress)
+    except BaseException:
+        if not has_completed_round(run_dir):
+            discard_unstarted(run_dir, remove_dir=created)
+        raise
 
 
 def resume(run_dir: Path, show_progress: bool = True) -> dict:
@@ -92,6 +146,7 @@ def resume(run_dir: Path, show_progress: bool = True) -> dict:
     that the run directory can be written and that some checkpoint is usable."""
     model_config, config, data = load_run_config(run_dir)
     store = open_store(Path(data["dir"]))
+    check_trainable(store)
     if store.vocab.sha256 != data["vocab_sha256"]:
         raise RunDirError(f"{data['dir']}: its vocabulary changed since {run_dir} started "
                           "(sha256 differs); prepare the data again with the run's settings")
@@ -114,7 +169,7 @@ def check_writable(run_dir: Path) -> None:
         kept = (f"its last complete checkpoint (round {max(usable)}) is intact" if usable
                 else "it has no complete checkpoint")
         raise RunDirError(f"{run_dir}: cannot write ({e.strerror}); {kept}; make the directory "
-                          f"writable (or free space), then `fedkb train --resume {run_dir}`") from None
+                          f"writable (or free space), then `{fedkb_command('train', '--resume', run_dir)}`") from None
 
 
 def _run(run_dir: Path, store, model_config: ModelConfig, config: TrainConfig,
@@ -129,7 +184,7 @@ def _run(run_dir: Path, store, model_config: ModelConfig, config: TrainConfig,
     except OSError as e:
         raise RunDirError(f"{run_dir / 'summary.json'}: cannot write ({e.strerror}); training "
                           f"finished, so free space or make {run_dir} writable and run "
-                          f"`fedkb train --resume {run_dir}` to write it") from None
+                          f"`{fedkb_command('train', '--resume', run_dir)}` to write it") from None
     return summary
 
 

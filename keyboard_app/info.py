@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from datasets.layout import DATA_DIR, MODEL_DIR, RUN_DIR, fedkb_command
 from keyboard_app.personal import PersonalStats
 
 
@@ -90,10 +91,10 @@ def missing_model_help(model_dir: str | Path, problem: str) -> str:
         f"{problem}\n\n"
         "To try everything in one go (prepare the built-in corpus, train federatedly, export, "
         "open this app):\n"
-        "    fedkb demo\n\n"
+        f"    {fedkb_command('demo')}\n\n"
         "Or step by step:\n"
-        "    fedkb data prepare\n"
-        "    fedkb train --out runs/train\n"
-        "    fedkb export runs/train --out runs/model\n"
-        f"    fedkb app --model runs/model\n\n"
+        f"    {fedkb_command('data', 'prepare', '--out', DATA_DIR)}\n"
+        f"    {fedkb_command('train', '--data', DATA_DIR, '--out', RUN_DIR)}\n"
+        f"    {fedkb_command('export', RUN_DIR, '--out', MODEL_DIR)}\n"
+        f"    {fedkb_command('app', '--model', MODEL_DIR)}\n\n"
         f"(This app was started with --model {model_dir}.)")

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from datasets.errors import FedKBError
+from datasets.layout import DEMO_MODEL_DIR, fedkb_command
 from datasets.vocab import Vocabulary, VocabularyError
 
 MODEL_FILE = "model.tflite"
@@ -80,6 +81,13 @@ class ModelDir:
             adapter_rank=int(self.card["personal_layer"]["adapter_rank"]))
 
 
+def reexport(path: Path) -> str:
+    """What to do about a missing or broken model directory `path`."""
+    if Path(path) == DEMO_MODEL_DIR:
+        return f"write it with `{fedkb_command('demo', '--no-app')}`"
+    return f"write it with `{fedkb_command('export', 'RUN_DIR', '--out', path)}`"
+
+
 def sha256_file_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -89,11 +97,11 @@ def _read_card(path: Path) -> dict:
     try:
         card = json.loads(card_path.read_text("utf-8"))
     except FileNotFoundError:
-        raise ModelDirError(f"{card_path}: missing; re-run `fedkb export` into {path}") from None
+        raise ModelDirError(f"{card_path}: missing; {reexport(path)}") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ModelDirError(f"{card_path}: not readable JSON ({e}); re-run `fedkb export`") from None
+        raise ModelDirError(f"{card_path}: not readable JSON ({e}); {reexport(path)}") from None
     if not isinstance(card, dict) or card.get("format") != CARD_FORMAT:
-        raise ModelDirError(f"{card_path}: not a FedKB model card; re-run `fedkb export`")
+        raise ModelDirError(f"{card_path}: not a FedKB model card; {reexport(path)}")
     if card.get("format_version") != CARD_FORMAT_VERSION:
         raise ModelDirError(
             f"{card_path}: format version {card.get('format_version')!r}, this FedKB reads "
@@ -106,9 +114,9 @@ def _read_card(path: Path) -> dict:
                                    ("personal_layer", "adapter_rank", int)]:
             if not isinstance(card[section][key], kind):
                 raise ModelDirError(f"{card_path}: {section}.{key} should be {kind.__name__}, got "
-                                    f"{card[section][key]!r}; re-run `fedkb export`")
+                                    f"{card[section][key]!r}; {reexport(path)}")
     except (KeyError, TypeError) as e:
-        raise ModelDirError(f"{card_path}: field {e} is missing; re-run `fedkb export`") from None
+        raise ModelDirError(f"{card_path}: field {e} is missing; {reexport(path)}") from None
     return card
 
 
@@ -121,44 +129,42 @@ def read_model_dir(path: str | Path) -> ModelDir:
     """
     path = Path(path)
     if not path.exists():
-        raise ModelDirError(f"{path}: model directory not found; create it with "
-                            f"`fedkb export RUN_DIR --out {path}`")
+        raise ModelDirError(f"{path}: model directory not found; {reexport(path)}")
     if not path.is_dir():
         raise ModelDirError(f"{path}: not a directory; pass the directory written by `fedkb export`")
     if not any(path.iterdir()):
-        raise ModelDirError(f"{path}: model directory is empty; create it with "
-                            f"`fedkb export RUN_DIR --out {path}`")
+        raise ModelDirError(f"{path}: model directory is empty; {reexport(path)}")
     card = _read_card(path)
 
     model_path = path / MODEL_FILE
     try:
         model_bytes = model_path.read_bytes()
     except FileNotFoundError:
-        raise ModelDirError(f"{model_path}: missing; re-run `fedkb export`") from None
+        raise ModelDirError(f"{model_path}: missing; {reexport(path)}") from None
     except OSError as e:
         raise ModelDirError(f"{model_path}: not readable ({e})") from None
     expected_size = card["file"]["bytes"]
     if len(model_bytes) != expected_size:
         raise ModelDirError(
             f"{model_path}: {len(model_bytes)} bytes, the model card says {expected_size}; "
-            "the file is truncated or was replaced, re-run `fedkb export`")
+            f"the file is truncated or was replaced, {reexport(path)}")
     if sha256_file_bytes(model_bytes) != card["file"]["sha256"]:
         raise ModelDirError(
             f"{model_path}: sha256 differs from the model card; the file is corrupted or was "
-            "replaced, re-run `fedkb export`")
+            f"replaced, {reexport(path)}")
     if model_bytes[4:8] != TFLITE_IDENTIFIER:
-        raise ModelDirError(f"{model_path}: not a TFLite flatbuffer; re-run `fedkb export`")
+        raise ModelDirError(f"{model_path}: not a TFLite flatbuffer; {reexport(path)}")
 
     try:
         vocab = Vocabulary.load(path / VOCAB_FILE)
     except VocabularyError as e:
-        raise ModelDirError(f"{e}; re-run `fedkb export`") from None
+        raise ModelDirError(f"{e}; {reexport(path)}") from None
     if vocab.sha256 != card["vocab"]["sha256"]:
         raise ModelDirError(
             f"{path / VOCAB_FILE}: vocabulary sha256 {vocab.sha256[:12]}... differs from the "
             f"model card's {str(card['vocab']['sha256'])[:12]}...; the vocabulary belongs to "
-            "another model, re-run `fedkb export`")
+            f"another model, {reexport(path)}")
     if len(vocab) != card["vocab"]["size"]:
         raise ModelDirError(f"{path / VOCAB_FILE}: {len(vocab)} tokens, the model card says "
-                            f"{card['vocab']['size']}; re-run `fedkb export`")
+                            f"{card['vocab']['size']}; {reexport(path)}")
     return ModelDir(path=path, card=card, vocab=vocab, model_bytes=model_bytes)

@@ -32,7 +32,7 @@ from ai_edge_litert.interpreter import Interpreter
 from datasets.tokenizer import normalize, split_context, tokenize
 from datasets.vocab import BOS_ID, PAD_ID, Vocabulary
 from keyboard_app.model_dir import (MODEL_FILE, PERSONAL_TENSORS, SIGNATURES, ModelDirError,
-                                    read_model_dir)
+                                    read_model_dir, reexport)
 
 __all__ = ["ModelDirError", "PersonalWeightsError", "Predictor"]
 
@@ -75,7 +75,7 @@ class Predictor:
             self._interpreter = Interpreter(model_content=checked.model_bytes)
         except (ValueError, RuntimeError) as e:
             raise ModelDirError(f"{model_path}: LiteRT cannot load it ({_first_line(e)}); "
-                                "re-run `fedkb export`") from None
+                                f"{reexport(model_path.parent)}") from None
         expected = checked.expected_signatures()
         self._runners = self._signature_runners(expected, model_path)
         self._personal_specs = {name: shape for name, (_, shape)
@@ -88,7 +88,7 @@ class Predictor:
             self.logprobs([BOS_ID])
         except (ValueError, RuntimeError) as e:
             raise ModelDirError(f"{model_path}: LiteRT cannot run it ({_first_line(e)}); "
-                                "re-run `fedkb export`") from None
+                                f"{reexport(model_path.parent)}") from None
 
     def __repr__(self) -> str:
         return (f"Predictor({str(self.model_dir)!r}, vocab={len(self.vocab)}, "
@@ -103,7 +103,7 @@ class Predictor:
         if missing:
             raise ModelDirError(f"{model_path}: no signature {', '.join(missing)} (has "
                                 f"{', '.join(sorted(available)) or 'none'}); not a `fedkb export` "
-                                "model, re-run `fedkb export`")
+                                f"model, {reexport(model_path.parent)}")
         runners = {}
         for name in SIGNATURES:
             runner = self._interpreter.get_signature_runner(name)
@@ -115,7 +115,7 @@ class Predictor:
                 if have != want:
                     raise ModelDirError(
                         f"{model_path}: signature {name} {side} are {_specs(have)}, the model card "
-                        f"and vocabulary need {_specs(want)}; re-run `fedkb export`")
+                        f"and vocabulary need {_specs(want)}; {reexport(model_path.parent)}")
             runners[name] = runner
         return runners
 

@@ -1,6 +1,6 @@
 """Long test variants (`@pytest.mark.full`) run only on request.
 
-    uv run pytest --full              # everything, long variants included
+    .venv/bin/python -m pytest --full   # everything, long variants included
     FEDKB_FULL_TESTS=1 make test      # the same through the README's command
 """
 

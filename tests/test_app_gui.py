@@ -30,7 +30,7 @@ HERE = Path(__file__).resolve()
 DOCS_SCREENSHOT = HERE.parents[1] / "docs" / "app.png"
 RANDOM_TAPS = 1000
 NO_DISPLAY = ("no display: the GUI tests need one; run them under xvfb-run, e.g. `make test` or "
-              "xvfb-run -a -s \"-screen 0 1280x720x24 -ac +extension GLX\" uv run pytest "
+              "xvfb-run -a -s \"-screen 0 1280x720x24 -ac +extension GLX\" .venv/bin/python -m pytest "
               "tests/test_app_gui.py")
 
 pytestmark = pytest.mark.skipif(

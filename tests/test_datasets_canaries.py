@@ -67,7 +67,7 @@ def test_the_same_seed_plants_the_same_canaries_and_none_leaves_no_record(tmp_pa
     prepare(config(corpus, tmp_path / "b"))
     assert (tmp_path / "a" / "canaries.json").read_bytes() == (tmp_path / "b" / "canaries.json").read_bytes()
     assert (tmp_path / "a" / "clients.sqlite").read_bytes() == (tmp_path / "b" / "clients.sqlite").read_bytes()
-    stats = prepare(config(corpus, tmp_path / "a", canaries=0)).stats
+    stats = prepare(config(corpus, tmp_path / "a", canaries=0), force=True).stats
     assert not (tmp_path / "a" / "canaries.json").exists() and stats["canaries"] is None
 
 
@@ -86,7 +86,7 @@ def test_the_cli_plants_canaries_and_says_where_the_secrets_are(tmp_path, capsys
     corpus = make_jsonl(tmp_path / "c.jsonl")
     assert main(["data", "prepare", "--corpus", str(corpus), "--out", str(tmp_path / "out"),
                  "--vocab-size", "5000", "--seq-len", "12", "--canaries", "1",
-                 "--canary-repeats", "2,3"]) == 0
+                 "--canary-repeats", "2,3", "--heldout-fraction", "0.3"]) == 0
     out = capsys.readouterr().out
     assert "canaries: 2 planted (5 copies, repeats 2, 3" in out and "canaries.json" in out
 

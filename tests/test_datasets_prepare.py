@@ -10,6 +10,7 @@ import pytest
 
 from datasets.corpus import CorpusError
 from datasets.examples import encode_text, windows
+from datasets.layout import fedkb_command
 from datasets.prepare import PrepareConfig, prepare
 from datasets.store import ClientStore, StoreError, serialize_tokens
 from datasets.vocab import Vocabulary
@@ -118,15 +119,16 @@ def test_vocab_from_data_uses_only_training_clients(tmp_path):
     lines = [json.dumps({"client_id": c, "text": "zebra" + c}) for c in heldout]
     path.write_text(path.read_text() + "\n".join(lines) + "\n")
     vocab = Vocabulary.load(tmp_path / "out" / "vocab.json")
-    prepare(config(path, tmp_path / "out", vocab_from_data=True))
+    prepare(config(path, tmp_path / "out", vocab_from_data=True), force=True)
     assert Vocabulary.load(tmp_path / "out" / "vocab.json") == vocab
     assert stats["vocab"]["source"] == "training clients' text" and "zebra" not in vocab.tokens
 
 
 def test_client_ids_that_would_break_tffs_sql_query_are_escaped(tmp_path):
     path = tmp_path / "c.jsonl"
-    path.write_text("".join(json.dumps({"client_id": c, "text": "hi there."}) + "\n"
-                            for c in ["o'brien", "50%", "plain", "x"]))
+    path.write_text("".join(json.dumps({"client_id": c, "text": text}) + "\n"
+                            for c in ["o'brien", "50%", "plain", "x"]
+                            for text in ("hi there.", "bye now.")))
     stats = prepare(config(path, tmp_path / "out", heldout_fraction=0.2)).stats
     store = ClientStore(tmp_path / "out")
     ids = store.client_ids("train") + store.client_ids("heldout_past")
@@ -147,7 +149,7 @@ def test_a_corpus_needs_two_clients(tmp_path):
 
 
 def test_client_store_refuses_what_is_not_a_finished_store(tmp_path):
-    with pytest.raises(StoreError, match="no such data directory; run `fedkb data prepare"):
+    with pytest.raises(StoreError, match="no such data directory; run `.*fedkb data prepare"):
         ClientStore(tmp_path / "none")
     prepare(config(make_jsonl(tmp_path / "c.jsonl"), tmp_path / "out"))
     store = ClientStore(tmp_path / "out")
@@ -176,7 +178,8 @@ def test_cli_bad_input_is_one_line_naming_file_and_line_with_exit_code_2(tmp_pat
     assert main(["data", "prepare", "--corpus", str(tmp_path / "no.csv"), "--out", "x"]) == 2
     assert "no.csv: no such file or directory" in capsys.readouterr().err
     assert main(["data", "stats", str(tmp_path / "o")]) == 2
-    assert "run `fedkb data prepare" in capsys.readouterr().err
+    assert f"run `{fedkb_command('data', 'prepare', '--out', tmp_path / 'o')}` first" in \
+        capsys.readouterr().err
 
 
 def test_cli_skip_bad_lines_warns_with_counts(tmp_path, capsys):
@@ -205,3 +208,95 @@ def test_builtin_corpus_prepares_without_tensorflow_and_stats_show_1000_training
     assert int(train_row.split()[1].replace(",", "")) == stats["clients"]["train"]
     for heading in ("OOV rate", "median", "heldout_future", "dropped clients"):
         assert heading in shown.stdout
+
+
+# --- issue 12: corpora that cannot be trained on, existing stores, progress bars ------------
+
+
+def cli(*args, cwd=None, **kwargs):
+    return subprocess.run([sys.executable, "-m", "fl_pipeline.cli", *map(str, args)],
+                          capture_output=True, text=True, timeout=300, cwd=cwd, **kwargs)
+
+
+def one_line_per_client(path, clients=3):
+    path.write_text("".join(json.dumps({"client_id": f"c{i}", "text": f"hello number {i}."}) + "\n"
+                            for i in range(clients)))
+    return path
+
+
+@pytest.mark.parametrize("extra", [[], ["--max-clients", "1"]])
+def test_prepare_refuses_a_corpus_whose_split_has_nothing_to_evaluate(tmp_path, extra):
+    """One text per client leaves no held-out `future` texts; one client leaves nobody to hold
+    out. Either way train would crash later, so prepare refuses now, in one line, exit code 2."""
+    corpus = one_line_per_client(tmp_path / "c.jsonl") if not extra else make_jsonl(tmp_path / "c.jsonl")
+    done = cli("data", "prepare", "--corpus", corpus, "--out", tmp_path / "out", *extra)
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert "FedKB needs at least 2 clients: one to train on and one held out with 2 or more texts" \
+        in done.stderr and str(corpus) in done.stderr
+    assert not (tmp_path / "out" / "stats.json").exists()
+
+
+def test_prepare_replaces_an_existing_store_only_with_force(tmp_path):
+    corpus = make_jsonl(tmp_path / "c.jsonl")
+    out = tmp_path / "out"
+    assert cli("data", "prepare", "--corpus", corpus, "--out", out, "--vocab-size", "40").returncode == 0
+    before = (out / "stats.json").read_bytes()
+    small = make_jsonl(tmp_path / "small.jsonl", num_clients=6)
+    refused = cli("data", "prepare", "--corpus", small, "--out", out, "--vocab-size", "40")
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1
+    assert f"{out}: already holds a prepared client store; pass --force to replace it" in refused.stderr
+    assert (out / "stats.json").read_bytes() == before
+    forced = cli("data", "prepare", "--corpus", small, "--out", out, "--vocab-size", "40", "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert ClientStore(out).stats["clients"]["kept"] == 6
+
+
+def visible_lines(output: bytes) -> list[str]:
+    """What a terminal shows after `output`: carriage returns overwrite, escapes are dropped."""
+    import re
+
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", output.decode("utf-8", "replace"))
+    lines = []
+    for raw in text.replace("\r\n", "\n").split("\n"):
+        shown: list[str] = []
+        for segment in raw.split("\r"):  # each \r returns to column 0 and overwrites
+            shown[:len(segment)] = list(segment)
+        lines.append("".join(shown).rstrip())
+    return [line for line in lines if line]
+
+
+def test_a_refused_corpus_prints_only_its_one_line_error(tmp_path):
+    """No progress bar is left half-drawn in front of the error: on a terminal (a pty) the bar
+    is erased, and a stderr that is not a terminal gets no bar at all."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import termios
+
+    corpus = make_jsonl(tmp_path / "c.jsonl", extra_lines=b"not json\n")
+    argv = ["data", "prepare", "--corpus", corpus, "--out", tmp_path / "out"]
+    piped = cli(*argv)
+    assert piped.returncode == 2
+    assert len(piped.stderr.splitlines()) == 1 and piped.stderr.endswith("\n")
+    assert piped.stderr.startswith(f"fedkb data: error: {corpus}:")
+
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))  # 80 columns
+    process = subprocess.Popen([sys.executable, "-m", "fl_pipeline.cli", *map(str, argv)],
+                               stdout=subprocess.DEVNULL, stderr=follower)
+    os.close(follower)
+    output = b""
+    while True:  # until the child closes its end: EIO (or end of file)
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        output += chunk
+    os.close(leader)
+    assert process.wait(timeout=300) == 2
+    assert b"reading c.jsonl" in output  # the bar was drawn on the terminal...
+    assert [line.split(": error: ")[0] for line in visible_lines(output)] == ["fedkb data"]  # ...and erased

@@ -89,7 +89,7 @@ def test_reading_one_client_touches_only_that_clients_rows(tmp_path):
     and SQLite answers TFF's per-client query from the client_id index, not a table scan."""
     corpus = tmp_path / "many.jsonl"
     corpus.write_text("".join(json.dumps({"client_id": f"user{i:04d}", "text": f"hi {i}"}) + "\n"
-                              for i in range(3000)))
+                              for i in range(3000) for _ in range(2)))
     out = tmp_path / "out"
     prepare(PrepareConfig(corpus=str(corpus), out=out, vocab_size=30, seq_len=SEQ_LEN))
     store = ClientStore(out)
@@ -103,7 +103,7 @@ def test_reading_one_client_touches_only_that_clients_rows(tmp_path):
     assert "USING INDEX examples_by_client" in " ".join(str(row) for row in plan)
     data = store.client_data("train")
     for client in sampled:
-        assert len(list(data.create_tf_dataset_for_client(client))) == 1
+        assert len(list(data.create_tf_dataset_for_client(client))) == 2  # its two texts
     other = next(c for c in store.client_ids("train") if c not in sampled)
     with pytest.raises(tf.errors.InvalidArgumentError):  # the wrecked rows really are unreadable
         list(data.create_tf_dataset_for_client(other))
@@ -118,7 +118,8 @@ def write_tff_sql_corpus(path, clients):
 
 
 def test_tff_sql_client_data_file_is_a_corpus(tmp_path):
-    clients = {"ann": ["first post.", "second post."], "bob": ["hello there."], "cy": ["x y z."]}
+    clients = {"ann": ["first post.", "second post."], "bob": ["hello there.", "bye."],
+               "cy": ["x y z.", "a b c."]}
     path = tmp_path / "corpus.sqlite"
     write_tff_sql_corpus(path, clients)
     corpus = read_sql_client_data(path, ReadLog())
@@ -130,7 +131,7 @@ def test_tff_sql_client_data_file_is_a_corpus(tmp_path):
     assert read_sql_client_data(path, ReadLog(), max_clients=2, seed=0).clients == selected.clients
     stats = prepare(PrepareConfig(corpus=str(path), out=tmp_path / "out", vocab_size=30)).stats
     assert stats["splits"]["train"]["texts"] + stats["splits"]["heldout_past"]["texts"] + \
-        stats["splits"]["heldout_future"]["texts"] == 4
+        stats["splits"]["heldout_future"]["texts"] == 6
 
 
 def test_tff_sql_file_without_a_text_feature_says_which_features_it_has(tmp_path):
