@@ -45,7 +45,8 @@ _PARTIAL_WORD = re.compile(r"[^\W_]+(?:['\u2019][^\W_]*)*\Z")  # \Z: "$" matches
 _SENTENCE_END = ".!?"
 # Punctuation that attaches to the word before it, swallowing a suggestion's space.
 _ATTACHING = frozenset(".,!?;:")
-# The pronoun and its contractions: "i", "i'm", "i'll", "i've", "i'd".
+# The pronoun and its contractions: "i", "i'm", "i'll", "i've", "i'd". The one rule
+# for both typed words and the predictor's words (which it returns as "I", "I'm").
 _PRONOUN_I = re.compile(r"i(?:['\u2019][a-z]+)?")
 
 
