@@ -27,10 +27,11 @@ from kivy.properties import (BooleanProperty, DictProperty, ListProperty, Numeri
 from kivy.uix.boxlayout import BoxLayout
 from kivy.uix.button import Button
 from kivy.uix.label import Label
+from kivy.utils import platform
 
 from keyboard_app.info import HIT_EXPLANATION, describe_model, describe_personal, missing_model_help
 from keyboard_app.keyboard import NAMED_KEYS
-from keyboard_app.personal import LearnerConfig
+from keyboard_app.personal import LearnerConfig, make_private_dir
 from keyboard_app.predictor import ModelDirError
 from keyboard_app.session import KeyboardSession
 
@@ -42,6 +43,8 @@ SCREEN_MARGIN = 0.92
 
 # SDL keycodes the physical keyboard sends for keys that type no text.
 KEY_BACKSPACE, KEY_ENTER, KEY_KP_ENTER, KEY_ESCAPE = 8, 13, 271, 27
+# How long a banner after a tap ("Deleted: ...") stays before it goes away by itself.
+NOTICE_SECONDS = 5
 
 
 class KeyButton(Button):
@@ -104,6 +107,14 @@ class Conversation(BoxLayout):
             self.clear_widgets()
             for text in messages:
                 self.add_widget(MessageBubble(text=text))
+        self.scroll_to_newest()
+
+    def scroll_to_newest(self, *_args) -> None:
+        """Scrolls the ScrollView around it to the bottom, now and once the new bubble has its size."""
+        if self.parent is not None:
+            self.parent.scroll_y = 0
+        if not _args:
+            Clock.schedule_once(self.scroll_to_newest, 0)
 
 
 class FedKBApp(App):
@@ -114,6 +125,7 @@ class FedKBApp(App):
 
     # What keyboard.kv shows, copied from the session after every change.
     screen = StringProperty("keyboard")  # "keyboard", "info" or "no_model"
+    problem_title = StringProperty("No keyboard model yet")
     problem = StringProperty("")  # the missing-model help, when there is no usable model
     text = StringProperty("")
     suggestions = ListProperty(["", "", ""])
@@ -136,6 +148,7 @@ class FedKBApp(App):
         self.model_dir = Path(model_dir)
         self._user_dir = Path(user_dir) if user_dir is not None else None
         self.learner_config = learner_config
+        self._notice_event = None  # the Clock event that hides a tap's banner
 
     # -- start and stop ---------------------------------------------------------
 
@@ -147,18 +160,34 @@ class FedKBApp(App):
         Window.bind(on_key_down=self._on_key_down, on_textinput=self._on_textinput,
                     size=self._on_window_size)
         self._on_window_size(Window, Window.size)
-        user_dir = self._user_dir or Path(self.user_data_dir)
+        user_dir = self._user_dir or self.default_user_dir()
         try:
+            make_private_dir(user_dir)
             self.session = KeyboardSession.open(self.model_dir, user_dir,
                                                 learner_config=self.learner_config,
                                                 on_learner_update=self._learner_updated)
         except ModelDirError as e:
             self.problem = missing_model_help(self.model_dir, str(e))
             self.screen = "no_model"
+        except OSError as e:
+            self.problem_title = "No private folder"
+            self.problem = (f"The keyboard cannot create its private folder {user_dir} ({e}).\n\n"
+                            "Start it with a folder it can write: fedkb app --user-dir DIR")
+            self.screen = "no_model"
         else:
             self.model_text = "\n".join(describe_model(self.session.predictor.model_card))
             self._show()
         return super().build()
+
+    def default_user_dir(self) -> Path:
+        """Kivy's `user_data_dir`, without its crash where ~/.config does not exist yet.
+
+        On Linux that is $XDG_CONFIG_HOME/fedkb or ~/.config/fedkb, and Kivy
+        creates only the last level; `build` creates what is missing, 0700.
+        """
+        if platform == "linux":
+            return Path(os.environ.get("XDG_CONFIG_HOME") or "~/.config").expanduser() / self.name
+        return Path(self.user_data_dir)
 
     def on_stop(self) -> None:
         if self.session is not None:
@@ -185,15 +214,20 @@ class FedKBApp(App):
 
     def personalize_now(self) -> None:
         if not self.session.learner.personalize_now():
-            self.notice = "Nothing to learn yet: send a few messages with learning on."
+            self.flash("Nothing to learn yet: send a few messages with learning on.")
         self._show()
 
     def forget(self) -> None:
-        self.session.learner.forget()
-        self.session.refresh_suggestions()
-        self.notice = ("Deleted: your stored messages and personal weights. Suggestions come "
-                       "from the federated model.")
+        self.session.forget()
+        self.flash("Deleted: your messages, stored ones and on screen, and your personal "
+                   "weights. Suggestions come from the federated model.")
         self._show()
+
+    def flash(self, text: str) -> None:
+        """A banner that goes away by itself after NOTICE_SECONDS (or when tapped)."""
+        self.dismiss_notice()
+        self.notice = text
+        self._notice_event = Clock.schedule_once(self.dismiss_notice, NOTICE_SECONDS)
 
     def show(self, screen: str) -> None:
         self.screen = screen
@@ -203,8 +237,11 @@ class FedKBApp(App):
         if self.root is not None:
             self.root.current = screen
 
-    def dismiss_notice(self) -> None:
+    def dismiss_notice(self, *_args) -> None:
         self.notice = ""
+        if self._notice_event is not None:
+            self._notice_event.cancel()
+            self._notice_event = None
 
     def _on_textinput(self, _window, text: str) -> None:
         """Text from a physical keyboard."""
@@ -213,9 +250,15 @@ class FedKBApp(App):
             self._show()
 
     def _on_key_down(self, _window, key: int, _scancode, _codepoint, modifiers) -> bool:
-        """Physical keys that type no text: Backspace (Ctrl: a word), Enter (send), Escape (back)."""
-        if key == KEY_ESCAPE and self.screen == "info":
-            self.screen = "keyboard"
+        """Physical keys that type no text: Backspace (Ctrl: a word), Enter (send), Escape (back).
+
+        Escape never quits while there is a conversation (Kivy's exit_on_escape
+        would): it leaves the info panel, or hides the banner.
+        """
+        if key == KEY_ESCAPE and self.session is not None:
+            if self.screen == "info":
+                self.screen = "keyboard"
+            self.dismiss_notice()
             return True
         if self.session is None or self.screen != "keyboard":
             return False

@@ -11,8 +11,21 @@ from datasets.layout import DATA_DIR, MODEL_DIR, RUN_DIR, fedkb_command
 from keyboard_app.personal import PersonalStats
 
 
+def number(value, digits: int = 0, unit: str = "") -> str:
+    """The panel's one number format: thousands separated, `digits` decimals, then `unit`.
+
+    A value too small to show with `digits` decimals (DP's delta) is shown as 1e-05.
+    "?" when the card or the statistics do not have the value.
+    """
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return "?"
+    if value and abs(value) < 0.5 * 10 ** -digits:
+        return f"{value:.0e}{unit}"
+    return f"{value:,.{digits}f}{unit}"
+
+
 def _percent(value) -> str:
-    return f"{100 * value:.1f}%" if isinstance(value, (int, float)) else "unknown"
+    return number(100 * value if isinstance(value, (int, float)) else None, 1, "%")
 
 
 def describe_model(card: dict) -> list[str]:
@@ -23,18 +36,21 @@ def describe_model(card: dict) -> list[str]:
     lines = []
     if rounds > 0:
         lines.append(
-            f"Trained federatedly on {training.get('training_clients', '?')} phones over {rounds} "
-            f"rounds ({training.get('clients_per_round', '?')} phones per round): their text "
-            "stayed on them, only model updates were sent.")
+            f"Trained federatedly on {number(training.get('clients_seen'))} phones over "
+            f"{number(rounds)} rounds ({number(training.get('clients_per_round'))} phones per "
+            "round): their text stayed on them, only model updates were sent.")
     else:
         lines.append("Not trained federatedly (0 rounds): "
                      + (training.get("note") or "trained on one machine."))
-    if corpus:
-        lines.append(f"Text: {corpus.get('name', 'unknown corpus')}, {corpus.get('texts', '?')} texts.")
+    if corpus:  # the client store's corpus: name, source, files
+        text_bytes = training.get("raw_text_bytes_of_training_clients")
+        lines.append(f"Text: the {corpus.get('name', 'unknown')} corpus"
+                     + (f", {number(text_bytes / 1e6, 1, ' MB')} on the training phones"
+                        if isinstance(text_bytes, int) else "") + ".")
     dp = training.get("dp")
     if isinstance(dp, dict) and "epsilon" in dp:
-        lines.append(f"Privacy: differential privacy, \u03b5 = {dp['epsilon']:.2f}, "
-                     f"\u03b4 = {dp.get('delta', float('nan')):.0e}.")
+        lines.append(f"Privacy: differential privacy, \u03b5 = {number(dp['epsilon'], 2)}, "
+                     f"\u03b4 = {number(dp.get('delta'))}.")
     else:
         lines.append("Privacy: no differential privacy (\u03b5: none).")
     secure, compressed = training.get("secure_aggregation"), training.get("compression")
@@ -47,10 +63,10 @@ def describe_model(card: dict) -> list[str]:
                      f"suggestions {_percent(heldout.get('top3_accuracy'))}.")
     file, vocab, model = card.get("file") or {}, card.get("vocab") or {}, card.get("model") or {}
     size, parameters = file.get("bytes"), model.get("parameters")
-    parts = [f"{size / 1e6:.2f} MB" if isinstance(size, int) else "size unknown",
-             f"{vocab.get('size', '?')} words and symbols"]
+    parts = [number(size / 1e6 if isinstance(size, int) else None, 2, " MB"),
+             f"{number(vocab.get('size'))} words and symbols"]
     if isinstance(parameters, int):
-        parts.append(f"{parameters:,} parameters")
+        parts.append(f"{number(parameters)} parameters")
     lines.append("Model: " + ", ".join(parts) + ".")
     return lines
 
@@ -60,11 +76,11 @@ def describe_personal(stats: PersonalStats, *, learning: bool, personalized: boo
     """The personal statistics of the info panel."""
     lines = [f"Learning from your typing: {'on' if learning else 'off'}"
              + ("" if learning else " (nothing new is stored)") + "."]
-    lines.append(f"Messages stored on this device: {stored_messages}.")
+    lines.append(f"Messages stored on this device: {number(stored_messages)}.")
     if stats.fine_tunes:
-        lines.append(f"Messages learned: {stats.messages_learned} "
-                     f"(fine-tuned {stats.fine_tunes} time{'s' if stats.fine_tunes != 1 else ''}).")
-        lines.append(f"Last fine-tuning loss: {stats.last_loss:.3f}." if stats.last_loss is not None
+        lines.append(f"Messages learned: {number(stats.messages_learned)} (fine-tuned "
+                     f"{number(stats.fine_tunes)} time{'s' if stats.fine_tunes != 1 else ''}).")
+        lines.append(f"Last fine-tuning loss: {number(stats.last_loss, 3)}." if stats.last_loss is not None
                      else "Last fine-tuning loss: none.")
     else:
         lines.append("Messages learned: 0 (not fine-tuned yet).")
@@ -74,7 +90,7 @@ def describe_personal(stats: PersonalStats, *, learning: bool, personalized: boo
         rate = stats.hit_rate(after)
         words = stats.words_after if after else stats.words_before
         lines.append(f"Suggestion hits {label} personalization: "
-                     + (f"{_percent(rate)} of {words} words." if rate is not None else "no words yet."))
+                     + (f"{_percent(rate)} of {number(words)} words." if rate is not None else "no words yet."))
     lines.append("Your current suggestions are "
                  + ("personalized." if personalized else "the federated model's."))
     return lines

@@ -45,7 +45,8 @@ _PARTIAL_WORD = re.compile(r"[^\W_]+(?:['\u2019][^\W_]*)*\Z")  # \Z: "$" matches
 _SENTENCE_END = ".!?"
 # Punctuation that attaches to the word before it, swallowing a suggestion's space.
 _ATTACHING = frozenset(".,!?;:")
-# The pronoun and its contractions: "i", "i'm", "i'll", "i've", "i'd".
+# The pronoun and its contractions: "i", "i'm", "i'll", "i've", "i'd". The one rule
+# for both typed words and the predictor's words (which it returns as "I", "I'm").
 _PRONOUN_I = re.compile(r"i(?:['\u2019][a-z]+)?")
 
 
@@ -140,12 +141,10 @@ class Keyboard:
             return self.type_char(" ")
         if key == SEND or len(key) != 1:
             raise ValueError(f"not a key the keyboard types: {key!r}")
-        if key.isalpha() and self.shift is not Shift.OFF:
-            key = key.upper()
         return self.type_char(key)
 
     def type_text(self, typed: str) -> list[Edit]:
-        """Characters as they come (a physical keyboard already applied its shift).
+        """Characters as they come from a physical keyboard (its own Shift already applied).
 
         Returns the words the text completed, in order.
         """
@@ -153,9 +152,15 @@ class Keyboard:
         return [edit for edit in edits if edit.completed_word]
 
     def type_char(self, char: str) -> Edit:
-        """One character as it comes; returns the word it completed, if any."""
+        """One character, on-screen key or physical; returns the word it completed, if any.
+
+        The one capitalization rule: a letter typed while shift is on (by
+        itself at a sentence start, or tapped) is uppercase.
+        """
         if len(char) != 1:
             raise ValueError(f"type_char takes one character, got {char!r}")
+        if char.isalpha() and self.shift is not Shift.OFF:
+            char = char.upper()
         partial = self.partial_word
         if char in _ATTACHING and self._space_from_suggestion:
             self.text = self.text[:-1] + char + " "  # "word ." -> "word. "

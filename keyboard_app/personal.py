@@ -355,7 +355,7 @@ class PersonalLearner:
 
     def _ensure_dir(self) -> None:
         """The private directory: created if needed, always 0700 (the umask may allow more)."""
-        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        make_private_dir(self.data_dir)
         os.chmod(self.data_dir, 0o700)
 
     def _write_private(self, name: str, write: Callable) -> None:
@@ -463,6 +463,18 @@ class PersonalLearner:
         log.warning("%s", message)
         with self._lock:
             self.notices.append(message)
+
+
+def make_private_dir(path: str | Path) -> None:
+    """Creates `path` and its missing parents, each 0700 whatever the umask; existing ones stay as they are."""
+    missing = []
+    path = Path(path)
+    while not path.is_dir():
+        missing.append(path)
+        path = path.parent
+    for directory in reversed(missing):
+        directory.mkdir(mode=0o700)
+        os.chmod(directory, 0o700)
 
 
 def _is_own_file(name: str) -> bool:

@@ -20,8 +20,12 @@ fine-tune on a worker thread while the UI thread asks for suggestions.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import math
+import os
 import re
+import sys
+import tempfile
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,15 +35,15 @@ from ai_edge_litert.interpreter import Interpreter
 
 from datasets.tokenizer import normalize, split_context, tokenize
 from datasets.vocab import BOS_ID, PAD_ID, Vocabulary
+from keyboard_app.keyboard import capitalize_pronoun
 from keyboard_app.model_dir import (MODEL_FILE, PERSONAL_TENSORS, SIGNATURES, ModelDirError,
                                     read_model_dir, reexport)
 
 __all__ = ["ModelDirError", "PersonalWeightsError", "Predictor"]
 
-# The pronoun "I" and its contractions are capitalized wherever they stand,
-# so the predictor returns them that way; the tokenizer lowercases them
-# again, so inserting "I'm" reads back as the vocabulary word "i'm".
-_PRONOUN_I = re.compile(r"i(?:'[a-z]+)?")
+# What LiteRT's native code prints to stderr (fd 2) the first time a process
+# runs a model: XNNPACK, its default CPU delegate, has no option to keep quiet.
+_LITERT_INFO = b"INFO: Created TensorFlow Lite XNNPACK delegate"
 
 # Only the tail of a long text is tokenized: the model reads the last T
 # tokens, and no realistic T tokens span this many characters per token.
@@ -53,9 +57,26 @@ class PersonalWeightsError(ModelDirError, ValueError):
     """Personal weights that do not fit this model (other names, shapes or dtypes)."""
 
 
-def display_form(word: str) -> str:
-    """How a vocabulary word is inserted: as is, except "I", "I'm", "I'll", ..."""
-    return "I" + word[1:] if _PRONOUN_I.fullmatch(word) else word
+@contextlib.contextmanager
+def _without_litert_info():
+    """Drops LiteRT's XNNPACK INFO line from fd 2; whatever else is written meanwhile is kept.
+
+    (OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES also silences it, but
+    without XNNPACK a train step takes twice as long.)
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            kept = [line for line in captured if not line.startswith(_LITERT_INFO)]
+            if kept:
+                os.write(2, b"".join(kept))
 
 
 class Predictor:
@@ -84,7 +105,8 @@ class Predictor:
         self._cache_key: tuple[int, ...] | None = None
         self._cache_value: np.ndarray | None = None
         try:  # a first run: kernels that cannot run fail here, not in the UI
-            self._initial_personal = self.get_personal()
+            with _without_litert_info():
+                self._initial_personal = self.get_personal()
             self.logprobs([BOS_ID])
         except (ValueError, RuntimeError) as e:
             raise ModelDirError(f"{model_path}: LiteRT cannot run it ({_first_line(e)}); "
@@ -126,7 +148,7 @@ class Predictor:
         by_spelling = sorted((normalize(self.vocab.tokens[i]), i) for i in word_ids)
         self._sorted_words = [word for word, _ in by_spelling]
         self._sorted_ids = np.array([i for _, i in by_spelling], dtype=np.int64)
-        self._display = [display_form(token) for token in self.vocab.tokens]
+        self._display = [capitalize_pronoun(token) for token in self.vocab.tokens]
 
     # -- suggestions ----------------------------------------------------------
 

@@ -124,6 +124,12 @@ class KeyboardSession:
         self.learner.record_word(hit)
         self._offered = {}
 
+    def forget(self) -> None:
+        """"Forget my data": the learner's files and weights, and the messages on screen."""
+        self.learner.forget()
+        self.conversation.clear()
+        self.refresh_suggestions()
+
     def close(self) -> None:
         self.learner.close()
 

@@ -39,19 +39,25 @@ pytestmark = pytest.mark.skipif(
     reason=NO_DISPLAY)
 
 
-def run_scenario(name: str, model_dir: Path, tmp_path: Path) -> dict:
-    """Runs this file as a script for one scenario; returns what it recorded."""
+def run_scenario(name: str, model_dir: Path, tmp_path: Path, *, user_dir: str | None = None,
+                 env: dict | None = None) -> dict:
+    """Runs this file as a script for one scenario; returns what it recorded.
+
+    `user_dir` "-" starts the app without --user-dir (Kivy's user_data_dir).
+    """
     out = tmp_path / "out"
     out.mkdir()
     env = {**os.environ, "KIVY_NO_ARGS": "1", "KIVY_HOME": str(tmp_path / "kivy-home"),
            "KCFG_GRAPHICS_MAXFPS": "0", "KCFG_KIVY_LOG_LEVEL": "warning",
-           "TF_CPP_MIN_LOG_LEVEL": "3"}
-    proc = subprocess.run([sys.executable, str(HERE), name, str(model_dir), str(tmp_path / "user"),
+           "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
+    env = {k: v for k, v in env.items() if v is not None}  # None: unset
+    user_dir = user_dir or str(tmp_path / "user")
+    proc = subprocess.run([sys.executable, str(HERE), name, str(model_dir), user_dir,
                            str(out)], env=env, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, f"app exited with {proc.returncode}:\n{proc.stderr[-4000:]}"
     result = json.loads((out / "result.json").read_text())
     result["out"] = str(out)
-    result["user_dir"] = str(tmp_path / "user")
+    result["user_dir"] = user_dir
     return result
 
 
@@ -137,6 +143,42 @@ def test_a_missing_model_shows_how_to_get_one(tmp_path):
     assert (Path(result["out"]) / "no_model.png").stat().st_size > 2000
 
 
+def test_a_fresh_home_without_dot_config_opens_the_keyboard(tiny_model_dir, tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {"HOME": str(home), "XDG_CONFIG_HOME": None}
+    result = run_scenario("fresh_home", tiny_model_dir, tmp_path, user_dir="-", env=env)
+    assert result["screen"] == "keyboard" and result["suggestions"][1]
+    for directory in (home / ".config", home / ".config" / "fedkb"):
+        assert oct(stat.S_IMODE(directory.stat().st_mode)) == oct(0o700), directory
+    assert result["personal_dir"] == str(home / ".config" / "fedkb" / "personal")
+
+
+@pytest.fixture(scope="module")
+def conversation_run(tiny_model_dir, tmp_path_factory) -> dict:
+    """Many messages, Escape, then "Forget my data"."""
+    return run_scenario("conversation", tiny_model_dir, tmp_path_factory.mktemp("gui-conversation"))
+
+
+def test_a_full_message_list_scrolls_to_the_newest_message(conversation_run):
+    assert conversation_run["overflowing"]  # more messages than the area shows
+    assert conversation_run["newest_visible"] and conversation_run["scroll_y"] == 0
+    assert conversation_run["oldest_visible"] is False
+
+
+def test_escape_does_not_quit_or_lose_the_conversation(conversation_run):
+    assert conversation_run["after_escape"] == {"screen": "keyboard", "messages": 12}
+    assert conversation_run["escape_from_info"] == "keyboard"
+
+
+def test_forget_clears_the_conversation_and_its_banner_goes_away(conversation_run):
+    assert conversation_run["bubbles_after_forget"] == 0
+    assert conversation_run["conversation_after_forget"] == []
+    assert conversation_run["notice_after_forget"].startswith("Deleted")
+    assert conversation_run["notice_timeout"] == 5
+    assert conversation_run["notice_after_its_timeout"] == ""
+
+
 # -- the scenarios, run in the subprocess ------------------------------------------
 
 
@@ -155,12 +197,13 @@ def _scenario_main(name: str, model_dir: str, user_dir: str, out_dir: str) -> No
     from kivy.core.window import Window
     from kivy.tests.common import UnitTestTouch
 
-    from keyboard_app.app import FedKBApp, KeyButton, SuggestionButton
+    from keyboard_app.app import FedKBApp, KeyButton, MessageBubble, SuggestionButton
     from keyboard_app.personal import LearnerConfig
 
     out = Path(out_dir)
     result: dict = {}
-    app = FedKBApp(model_dir, user_dir, learner_config=LearnerConfig(fine_tune_every=5))
+    app = FedKBApp(model_dir, None if user_dir == "-" else user_dir,
+                   learner_config=LearnerConfig(fine_tune_every=5))
 
     def widgets(kind):
         screen = app.root.current_screen
@@ -289,7 +332,56 @@ def _scenario_main(name: str, model_dir: str, user_dir: str, out_dir: str) -> No
         result["problem"] = app.problem
         screenshot("no_model.png")
 
-    steps = {"typing": typing, "no_model": no_model}[name]()
+    def fresh_home():
+        yield from frames(2)
+        result["screen"] = app.root.current
+        result["suggestions"] = list(app.suggestions)
+        result["personal_dir"] = str(app.session.learner.data_dir)
+
+    def escape() -> None:
+        """An Escape key as SDL delivers it: on_keyboard (Kivy's exit_on_escape) unless handled."""
+        if not Window.dispatch("on_key_down", 27, 41, None, []):
+            Window.dispatch("on_keyboard", 27, 41, None, [])
+
+    def visible(widget, view) -> bool:
+        bottom, top = widget.to_window(widget.x, widget.y)[1], widget.to_window(widget.x, widget.top)[1]
+        return view.y - 1 <= bottom and top <= view.top + 1
+
+    def conversation():
+        yield from frames(2)
+        view = next(w for w in app.root.current_screen.walk() if type(w).__name__ == "ScrollView")
+        for n in range(12):
+            yield from tap_keys("message " + "abcdefghijkl"[n])
+            tap(key("send"))
+            yield from frames(2)
+        yield from frames(2)
+        bubbles = {w.text: w for w in view.walk() if isinstance(w, MessageBubble)}
+        result["overflowing"] = view.children[0].height > view.height
+        result["newest_visible"] = visible(bubbles[app.conversation[-1]], view)
+        result["oldest_visible"] = visible(bubbles[app.conversation[0]], view)
+        result["scroll_y"] = view.scroll_y
+
+        escape()
+        yield from frames(2)
+        result["after_escape"] = {"screen": app.root.current, "messages": len(app.conversation)}
+        app.show("info")
+        yield
+        escape()
+        yield
+        result["escape_from_info"] = app.root.current
+
+        app.forget()
+        yield from frames(2)
+        result["bubbles_after_forget"] = sum(isinstance(w, MessageBubble) for w in view.walk())
+        result["conversation_after_forget"] = list(app.conversation)
+        result["notice_after_forget"] = app.notice
+        event = app._notice_event
+        result["notice_timeout"] = event.timeout
+        event.get_callback()(event.timeout)  # what the Clock runs NOTICE_SECONDS later
+        result["notice_after_its_timeout"] = app.notice
+
+    steps = {"typing": typing, "no_model": no_model, "fresh_home": fresh_home,
+             "conversation": conversation}[name]()
 
     def step(_dt):
         try:

@@ -35,9 +35,9 @@ def test_the_pronoun_i_is_capitalized_when_the_word_ends():
     assert keyboard.text == "So I think I'm right, I'll see if it is in"
     keyboard = Keyboard()
     keyboard.type_text("hi i")
-    assert keyboard.text == "hi i"  # still being typed: "i" may become "if"
+    assert keyboard.text == "Hi i"  # still being typed: "i" may become "if"
     keyboard.type_text("?")
-    assert keyboard.text == "hi I?"
+    assert keyboard.text == "Hi I?"
 
 
 def test_shift_cycles_once_locked_off_and_once_applies_to_one_letter():
@@ -129,7 +129,9 @@ def test_suggestions_are_cased_for_where_they_go():
 
 def test_a_lowercase_partial_at_sentence_start_stays_lowercase():
     keyboard = Keyboard()
-    keyboard.type_text("th")  # physical keyboard, no shift held
+    keyboard.press(SHIFT)  # the sentence-start shift: once -> locked -> off
+    keyboard.press(SHIFT)
+    keyboard.type_text("th")
     assert keyboard.cased("the") == "the"
     keyboard.apply_suggestion("the")
     assert keyboard.text == "the "
@@ -177,10 +179,14 @@ def test_every_key_on_both_layers_can_be_pressed():
         keyboard.press(SEND)
 
 
-def test_physical_keyboard_text_is_taken_as_typed():
+def test_physical_keyboard_capitalizes_like_the_on_screen_keys():
+    typed, tapped = Keyboard(), Keyboard()
+    typed.type_text("hello there. how are you? i'm fine")
+    tap(tapped, "hello there. how are you? i'm fine")
+    assert typed.text == tapped.text == "Hello there. How are you? I'm fine"
     keyboard = Keyboard()
-    keyboard.type_text("hELLO World")
-    assert keyboard.text == "hELLO World"
+    keyboard.type_text("hELLO World")  # what the physical Shift typed stays as typed
+    assert keyboard.text == "HELLO World"
 
 
 def test_partial_word_and_sentence_start_helpers():

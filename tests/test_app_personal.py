@@ -88,8 +88,8 @@ def test_a_repeated_unusual_phrase_is_learned_and_forgotten(tiny_model_dir, user
         session.press(SPACE if char == " " else char)
     assert session.suggestions[1] == UNUSUAL  # the middle slot: most likely
 
-    session.learner.forget()
-    session.refresh_suggestions()
+    session.forget()  # "Forget my data": also the messages on screen
+    assert session.conversation == []
     assert UNUSUAL not in session.suggestions
     assert ranked_after(session, CONTEXT, 10) == federated
     assert not session.learner.personalized and session.learner.messages == []
@@ -244,3 +244,28 @@ def test_a_damaged_state_file_is_moved_aside_and_learning_is_off(tiny_model_dir,
 def test_learner_config_is_checked():
     with pytest.raises(ValueError, match="fine_tune_every must be at least 1"):
         LearnerConfig(fine_tune_every=0)
+
+
+# Issue 12: six similar messages and the personal layer takes over contexts that have nothing
+# to do with them. Measured on the tiny model (LearnerConfig defaults): 1 of 11 unrelated
+# contexts kept its top word. Fewer steps (1-3 epochs, no min_steps) kept at most 6 of 11 and
+# then 3 x PHRASE no longer taught "order"; zeroing the adapter kept 11 but learned nothing;
+# mixing in "anchor" examples (contexts sampled from the federated model, its own top word as
+# target) kept 5 of 11. Not fixed yet.
+SIMILAR = ["See you at the game.", "See you at the game later.", "Going to the game.",
+           "See you at the game tonight.", "Meet me at the game.", "See you at the game!"]
+UNRELATED = ["I would like to ", "What do you ", "It is a ", "We need to ", "This is the ",
+             "How are ", "Can you ", "I think that ", "They said ", "My ", "Thanks for the "]
+
+
+@pytest.mark.xfail(strict=True, reason="issue 12: a small pass still changes unrelated contexts")
+def test_a_small_pass_keeps_the_federated_top_word_in_unrelated_contexts(tiny_model_dir, user_dir):
+    session = open_session(tiny_model_dir, user_dir, fine_tune_every=100)
+    federated = {context: ranked_after(session, context, 1) for context in UNRELATED}
+    session.learner.set_learning(True)
+    for text in SIMILAR:
+        send(session, text)
+    assert session.learner.personalize_blocking().applied
+    assert ranked_after(session, "See you at the ")[0] == "game"
+    assert {context: ranked_after(session, context, 1) for context in UNRELATED} == federated
+    session.close()

@@ -135,12 +135,12 @@ def test_model_card_in_plain_words(tiny_model_dir):
     assert f"{card['file']['bytes'] / 1e6:.2f} MB" in text
 
     federated = {**card, "training": {**card["training"], "rounds": 200, "clients_per_round": 10,
-                                      "training_clients": 3000, "secure_aggregation": True,
+                                      "clients_seen": 3000, "secure_aggregation": True,
                                       "compression": True,
                                       "dp": {"noise_multiplier": 0.5, "epsilon": 8.4, "delta": 1e-5}},
                  "heldout_metrics": {"top1_accuracy": 0.164, "top3_accuracy": 0.27}}
     text = "\n".join(describe_model(federated))
-    assert "Trained federatedly on 3000 phones over 200 rounds (10 phones per round)" in text
+    assert "Trained federatedly on 3,000 phones over 200 rounds (10 phones per round)" in text
     assert "\u03b5 = 8.40" in text and "\u03b4 = 1e-05" in text
     assert "secure aggregation, compressed" in text and "16.4%" in text and "27.0%" in text
 
@@ -155,3 +155,27 @@ def test_personal_stats_in_plain_words(session):
     assert "off" in lines[0] and "not fine-tuned yet" in text
     assert "before personalization: 50.0% of 2 words" in text
     assert "after personalization: no words yet" in text
+
+
+def test_info_panel_reads_what_an_exported_card_has_in_one_number_format(tiny_model_dir):
+    """The card's "training" section as `fedkb export` builds it from a real run's summary.json."""
+    import re
+
+    from fl_pipeline.export import training_card
+
+    summary = {"rounds": 200, "clients_per_round": 10, "training_clients": 3371,
+               "heldout_clients": 375, "clients_seen": 854, "examples": 120_345,
+               "corpus": {"name": "fortunes", "source": "built-in", "files": ["art", "food"]},
+               "dp": None, "secure_aggregation": False, "compression": False,
+               "raw_text_bytes_of_training_clients": 2_345_678,
+               "final_metrics": {"heldout": {"top1_accuracy": 0.164, "top3_accuracy": 0.27}}}
+    training, heldout = training_card({"train": {}}, summary)
+    card = {**Predictor(tiny_model_dir).model_card, "training": training, "heldout_metrics": heldout}
+    card["model"] = {**card["model"], "parameters": 1_360_000}
+    card["vocab"] = {**card["vocab"], "size": 10_000}
+    text = "\n".join(describe_model(card))
+    assert "Trained federatedly on 854 phones over 200 rounds (10 phones per round)" in text
+    assert "3371" not in text and "?" not in text
+    assert "Text: the fortunes corpus, 2.3 MB on the training phones." in text
+    assert "10,000 words and symbols" in text and "1,360,000 parameters" in text
+    assert not re.search(r"\d{4}", text), text  # every number >= 1000 has its separators

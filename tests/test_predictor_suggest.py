@@ -1,5 +1,6 @@
 """`Predictor.suggest` and `Predictor.logprobs`: what the suggestion bar shows."""
 
+import os
 import subprocess
 import sys
 
@@ -9,7 +10,8 @@ import pytest
 from datasets.tokenizer import split_context
 from datasets.vocab import BOS_ID, PAD_ID, RESERVED_TOKENS
 from factories import synthetic_texts, tiny_model_dir, tiny_run_dir  # noqa: F401
-from keyboard_app.predictor import Predictor, display_form
+from keyboard_app.keyboard import capitalize_pronoun as display_form
+from keyboard_app.predictor import Predictor
 
 
 @pytest.fixture(scope="module")
@@ -134,3 +136,12 @@ def test_fedkb_predict_prints_one_suggestion_per_line(tiny_model_dir, predictor)
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split("\n")[:-1] == predictor.suggest("So th", k=4)
+    assert out.stderr == ""  # not LiteRT's "INFO: Created TensorFlow Lite XNNPACK delegate"
+
+
+def test_only_litert_info_is_dropped_from_stderr(capfd):
+    from keyboard_app.predictor import _without_litert_info
+
+    with _without_litert_info():
+        os.write(2, b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\nsomething else\n")
+    assert capfd.readouterr().err == "something else\n"
