@@ -74,8 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     data_commands = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     prepare = data_commands.add_parser("prepare", help="read a corpus and write the client store")
     prepare.add_argument("--corpus", default="fortunes",
-                         help="'fortunes' (built in), a .jsonl/.csv file, a directory, a TFF .sqlite "
-                         "client-data file, or 'stackoverflow' (default: fortunes)")
+                         help="'fortunes' (built in), 'chitchat' (real typed chat), a .jsonl/.csv "
+                         "file, a directory, a TFF .sqlite client-data file, or 'stackoverflow' "
+                         "(default: fortunes)")
     prepare.add_argument("--out", type=Path, default=DEFAULT_DATA_DIR, help="output directory")
     prepare.add_argument("--vocab-size", type=positive_int, default=10_000)
     prepare.add_argument("--vocab-from-data", action="store_true",
