@@ -86,8 +86,10 @@ class ReadLog:
         self._record(f"{where}: {message}; fix the line or pass --skip-bad-lines to skip it")
         self.bad_lines[reason] += 1
 
-    def empty_text(self, where: str) -> None:
-        self._record(f"{where}: empty text; remove it or pass --skip-bad-lines to skip it")
+    def empty_text(self, where: str, fixable: bool = True) -> None:
+        """An empty text; `fixable=False` (a published data set's own) is only counted."""
+        if fixable:
+            self._record(f"{where}: empty text; remove it or pass --skip-bad-lines to skip it")
         self.empty_texts += 1
 
     def empty_file(self, path: Path) -> None:
@@ -206,5 +208,5 @@ def check_path(path: Path) -> Path:
     """The path itself, or a `CorpusError` saying it does not exist."""
     if not path.exists():
         raise CorpusError(f"{path}: no such file or directory; pass an existing file or "
-                          "directory to --corpus (or 'fortunes' / 'stackoverflow')")
+                          "directory to --corpus (or 'fortunes' / 'chitchat' / 'stackoverflow')")
     return path

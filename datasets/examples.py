@@ -8,7 +8,17 @@ into chunks of T+1 ids with stride T, so consecutive windows share one id
 and every target is predicted exactly once; the last, shorter chunk is
 left-padded too. The keyboard's `suggest` context is the last T ids before
 the cursor, left-padded the same way, so training and inference see the
-same shapes. Pure Python.
+same shapes.
+
+Packing (`fedkb data prepare --pack messages`): a client's consecutive
+messages are joined into one stream and cut the same way, so a window holds
+several short messages instead of one message and padding. A message in a
+packed window then follows the earlier ones: an LSTM reads them through its
+state, a context the app (which passes only the current message) never
+gives. `packed_windows` therefore also returns, per window, the message
+index of each id (1, 2, ... within the window; 0 at `<pad>`), which lets
+training reset that context or mask it; without that a packed store trains
+a context-carrying model. Pure Python.
 """
 
 from __future__ import annotations
@@ -34,3 +44,24 @@ def windows(ids: Sequence[int], seq_len: int) -> list[list[int]]:
         chunk = list(ids[start:start + width])
         result.append([PAD_ID] * (width - len(chunk)) + chunk)
     return result
+
+
+def packed_windows(messages: Sequence[Sequence[int]], seq_len: int
+                   ) -> list[tuple[list[int], list[int]]]:
+    """(window, segments) of the client's messages joined in order, cut like one long text.
+
+    `segments[i]` numbers the message that id i belongs to, from 1 for the
+    window's first (possibly partial) message; 0 is `<pad>`.
+    """
+    ids = [i for message in messages for i in message]
+    owner = [n + 1 for n, message in enumerate(messages) for _ in message]
+    result = []
+    for window, owners in zip(windows(ids, seq_len), windows(owner, seq_len)):
+        first = min(o for o in owners if o != PAD_ID) - 1
+        result.append((window, [o - first if o != PAD_ID else 0 for o in owners]))
+    return result
+
+
+def pad_count(window_list: Sequence[Sequence[int]]) -> int:
+    """How many ids of these windows are `<pad>`."""
+    return sum(1 for window in window_list for i in window if i == PAD_ID)

@@ -36,9 +36,11 @@ VOCAB_FILE = "vocab.json"
 STATS_FILE = "stats.json"
 FORMAT = "fedkb-client-store/1"
 FEATURE = "tokens"
+SEGMENTS = "segments"  # packed stores only: the message of each token (datasets/examples.py)
 
 __all__ = ["SPLITS", "ClientStore", "StoreError", "StoreWriter", "serialize_tokens",
-           "store_client_id", "STORE_FILE", "VOCAB_FILE", "STATS_FILE", "FORMAT", "FEATURE"]
+           "serialize_example", "store_client_id", "STORE_FILE", "VOCAB_FILE", "STATS_FILE", "FORMAT",
+           "FEATURE", "SEGMENTS"]
 
 
 class StoreError(FedKBError, ValueError):
@@ -72,22 +74,26 @@ def _field(number: int, payload: bytes) -> bytes:
     return _varint(number << 3 | 2) + _varint(len(payload)) + payload
 
 
-_FEATURE_KEY = _field(1, FEATURE.encode())
+def serialize_example(features: dict[str, Sequence[int]]) -> bytes:
+    """`tf.train.Example` of int64 list features (ids >= 0), serialized.
 
-
-def serialize_tokens(ids: Sequence[int]) -> bytes:
-    """`tf.train.Example(features={"tokens": Int64List(ids)})`, serialized, for ids >= 0.
-
-    Written out by hand (it is the same bytes, which a test checks against
+    Written out by hand (a test checks it against TensorFlow's parser and
     `tf.train.Example.SerializeToString`) so that preparing a corpus does not
     import TensorFlow: that import alone takes 3-8 s, longer than the rest
     of preparing the built-in corpus.
     Example.features(1) -> Features.feature(1, map entry: key 1, value 2)
     -> Feature.int64_list(3) -> Int64List.value(1, packed varints).
     """
-    int64_list = _field(1, b"".join(_varint(i) for i in ids)) if len(ids) else b""
-    entry = _FEATURE_KEY + _field(2, _field(3, int64_list))
-    return _field(1, _field(1, entry))
+    entries = b""
+    for name, ids in features.items():
+        int64_list = _field(1, b"".join(_varint(i) for i in ids)) if len(ids) else b""
+        entries += _field(1, _field(1, name.encode()) + _field(2, _field(3, int64_list)))
+    return _field(1, entries)
+
+
+def serialize_tokens(ids: Sequence[int]) -> bytes:
+    """`tf.train.Example(features={"tokens": Int64List(ids)})`, serialized."""
+    return serialize_example({FEATURE: ids})
 
 
 class StoreWriter:

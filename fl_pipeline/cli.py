@@ -72,8 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     data_commands = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     prepare = data_commands.add_parser("prepare", help="read a corpus and write the client store")
     prepare.add_argument("--corpus", default="fortunes",
-                         help="'fortunes' (built in), a .jsonl/.csv file, a directory, a TFF .sqlite "
-                         "client-data file, or 'stackoverflow' (default: fortunes)")
+                         help="'fortunes' (built in), 'chitchat' (real typed chat), a .jsonl/.csv "
+                         "file, a directory, a TFF .sqlite client-data file, or 'stackoverflow' "
+                         "(default: fortunes)")
     prepare.add_argument("--out", type=Path, default=DATA_DIR,
                          help="output directory (default: %(default)s)")
     prepare.add_argument("--force", action="store_true",
@@ -91,6 +92,17 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--seq-len", type=positive_int, default=20, help="tokens of context T (default: %(default)s)")
     prepare.add_argument("--max-clients", type=positive_int, default=None,
                          help="keep only this many clients (chosen by the seed)")
+    prepare.add_argument("--max-texts-per-client", type=positive_int, default=1_000, metavar="N",
+                         help="keep each client's N most recent texts, so a few prolific people "
+                         "do not outweigh everyone (default 1000)")
+    prepare.add_argument("--max-future-texts", type=positive_int, default=200, metavar="M",
+                         help="score each held-out client on at most its first M future texts "
+                         "(default 200)")
+    prepare.add_argument("--no-caps", action="store_true",
+                         help="keep every text (no --max-texts-per-client / --max-future-texts)")
+    prepare.add_argument("--pack", choices=("none", "messages"), default="none",
+                         help="training windows: one message each (none, default), or a client's "
+                         "consecutive messages packed together (messages; see README)")
     prepare.add_argument("--skip-bad-lines", action="store_true",
                          help="warn about and count bad lines instead of stopping")
     prepare.add_argument("--seed", type=int, default=0, help="fixes the split and --max-clients (default: %(default)s)")

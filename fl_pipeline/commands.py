@@ -31,7 +31,9 @@ def run_data(args: argparse.Namespace) -> int:
         heldout_fraction=args.heldout_fraction, past_fraction=args.past_fraction,
         seq_len=args.seq_len, max_clients=args.max_clients,
         skip_bad_lines=args.skip_bad_lines, seed=args.seed, canaries=args.canaries or 0,
-        canary_repeats=args.canary_repeats, canary_digits=args.canary_digits)
+        canary_repeats=args.canary_repeats, canary_digits=args.canary_digits,
+        max_texts_per_client=None if args.no_caps else args.max_texts_per_client,
+        max_future_texts=None if args.no_caps else args.max_future_texts, pack=args.pack)
     result = prepare(config, force=args.force)
     if result.warning:
         print(f"fedkb data: warning: {result.warning}", file=sys.stderr)

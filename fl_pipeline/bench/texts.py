@@ -4,8 +4,9 @@ The store keeps token windows, but the device measurements need what a
 user types (text before the cursor, sent messages) and the communication
 figures need each client's raw text size. Both come from reading the
 corpus again with the settings recorded in the store's `stats.json`,
-through the same `read_and_split` that `prepare` uses, so the clients and
-their past/future texts are exactly the store's.
+through the same `read_and_split` and `client_texts` (the caps) that
+`prepare` uses, so the clients and their past/future texts are exactly the
+store's.
 """
 
 from __future__ import annotations
@@ -16,8 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from datasets.corpus import ReadLog
-from datasets.prepare import PrepareConfig, read_and_split
-from datasets.splits import split_past_future
+from datasets.prepare import PrepareConfig, client_texts, read_and_split
 from datasets.store import ClientStore, store_client_id
 
 
@@ -42,7 +42,6 @@ def read_store_texts(store: ClientStore) -> StoreTexts:
     config = PrepareConfig(**{**recorded, "out": Path(recorded["out"])})
     with contextlib.redirect_stderr(io.StringIO()):  # the readers' progress bars: read before
         corpus, _, split = read_and_split(config, ReadLog(skip_bad_lines=config.skip_bad_lines))
-    train = {store_client_id(c): corpus.clients[c] for c in split.train}
-    heldout = {store_client_id(c): split_past_future(corpus.clients[c], config.past_fraction)
-               for c in split.heldout}
-    return StoreTexts(train, heldout)
+    texts = client_texts(config, corpus.clients, split)
+    return StoreTexts({store_client_id(c): t for c, t in texts.train.items()},
+                      {store_client_id(c): t for c, t in texts.heldout.items()})
