@@ -121,12 +121,14 @@ def compare(run_dir: Path, show_progress: bool = True, centralized_curve_at: Seq
         curve.append({"examples": examples_seen,
                       **score_keras(model, pooled_future).result().to_json()})
 
+    started = time.monotonic()
     centralized = train_centralized(
         model_config, train_pool, examples=summary["examples"], batch_size=config.batch_size,
         seed=config.seed, show_progress=show_progress,
         on_checkpoint=score_along if centralized_curve_at else None,
         checkpoint_at=centralized_curve_at)
     timed("centralized", lambda: score_keras(centralized, pooled_future).result())
+    timings["centralized"] = time.monotonic() - started  # training included, as for the others
     if keyboard:
         type_with_tflite("federated", federated)
         type_with_tflite("centralized", centralized)
@@ -149,8 +151,10 @@ def compare(run_dir: Path, show_progress: bool = True, centralized_curve_at: Seq
 
     train_windows = [e["tokens"].numpy() for e in train_pool]
     for name, kind in (("n-gram", KneserNeyTrigram), ("bigram", WordPairBigram)):
+        started = time.monotonic()
         model = kind(model_config.vocab_size).fit(train_windows)
         timed(name, lambda: model.score(future_windows, show_progress=show_progress))
+        timings[name] = time.monotonic() - started
         if keyboard:
             suggester = keyboard_eval.ngram_suggester(model, vocab, T)
             type_with(name, lambda user: suggester)

@@ -62,10 +62,6 @@ ATTACHING = frozenset(".,!?;:")  # punctuation the app moves in front of a tappe
 MAX_MESSAGES_PER_USER = 200
 
 FIGURES = ("next_top1", "next_top3", "complete1_top3", "complete2_top3", "ksr")
-LABELS = {  # for reports"next_top1": "next word top-1", "next_top3": "next word top-3",
-          "complete1_top3": "completion top-3 after 1 letter",
-          "complete2_top3": "completion top-3 after 2 letters",
-          "ksr": "keystroke savings rate"}
 
 
 @dataclass
@@ -172,7 +168,8 @@ def summarize(tallies: Mapping[str, Tally]) -> dict:
         values = [rates[name] for rates in per_user if rates[name] is not None]
         user_mean[name] = float(np.mean(values)) if values else None
     return {"pooled": total.rates(), "user_mean": user_mean,
-            "counts": {"users": len(tallies), **{f.name: getattr(total, f.name) for f in fields(total)}}}
+            "counts": {"users": len(tallies),
+                       **{f.name: getattr(total, f.name) for f in fields(total)}}}
 
 
 def sample_messages(future: Mapping[str, Sequence[str]], *, max_users: int | None,

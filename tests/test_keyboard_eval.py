@@ -1,5 +1,8 @@
 """The simulated typist and the keyboard baselines (no model training, no TFF)."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -118,3 +121,12 @@ def test_score_suggester_gives_the_scorer_the_left_padded_context():
     assert suggester.suggest("the cat sat on ") == ["cat", "mat", "on"]
     assert seen[-1] == VOCAB.encode(["the", "cat", "sat", "on"])  # the last 4 of <bos> the cat sat on
     assert suggester.suggest("") and seen[-1] == [PAD_ID] * 3 + [BOS_ID]
+
+
+def test_the_evaluation_imports_no_keyboard_app_code():
+    """The server side judges models through `models.suggest`; only the CLI wires in the app."""
+    code = ("import sys, fl_pipeline.evaluate, fl_pipeline.keyboard_eval; "
+            "print(sorted(m for m in sys.modules if m.startswith('keyboard_app')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[-2] == "[]"
