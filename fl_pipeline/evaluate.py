@@ -133,12 +133,14 @@ def compare(run_dir: Path, show_progress: bool = True, centralized_curve_at: Seq
         type_with_tflite("federated", federated)
         type_with_tflite("centralized", centralized)
 
-    local_tallies = {}
+    local_tallies, local_seconds = {}, [0.0]
 
     def type_local(client_id, predict):
         if client_id in messages:
+            started = time.monotonic()
             local_tallies[client_id] = keyboard_eval.type_messages(
                 keyboard_eval.keras_suggester(predict, vocab, T), messages[client_id], vocab)
+            local_seconds[0] += time.monotonic() - started
 
     timed("local-only", lambda: score_local_only(
         model_config, past, future, heldout_ids, batch_size=config.batch_size,
@@ -147,7 +149,7 @@ def compare(run_dir: Path, show_progress: bool = True, centralized_curve_at: Seq
     if keyboard:
         keyboards["local-only"] = {"suggester": SUGGESTERS["local-only"],
                                    **keyboard_eval.summarize(local_tallies),
-                                   "seconds": None}  # typed while training, inside its seconds
+                                   "seconds": local_seconds[0]}  # also in local-only's seconds
 
     train_windows = [e["tokens"].numpy() for e in train_pool]
     for name, kind in (("n-gram", KneserNeyTrigram), ("bigram", WordPairBigram)):
