@@ -23,6 +23,7 @@ SENTENCE_END = frozenset(".!?")
 # A word: letters and digits, with apostrophes only inside ("don't", "o'clock").
 _WORD = r"[^\W_]+(?:'[^\W_]+)*"
 _TOKEN_RE = re.compile(rf"{_WORD}|[^\w\s]|_")
+_WORD_RE = re.compile(_WORD)
 # The word being typed at the cursor: may end in an apostrophe ("don'").
 _PARTIAL_RE = re.compile(r"[^\W_]+(?:'[^\W_]*)*\Z")  # \Z: "$" also matches before a final "\n"
 _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'"})
@@ -36,6 +37,15 @@ def normalize(text: str) -> str:
 def words(text: str) -> list[str]:
     """The tokens of `text` without sentence markers."""
     return _TOKEN_RE.findall(normalize(text))
+
+
+def word_spans(text: str) -> list[tuple[int, int]]:
+    """(start, end) of every word of `text` (not symbols), as the tokenizer cuts words.
+
+    For text whose normalization keeps its length (no NFKC expansion), so
+    that the spans index `text` itself.
+    """
+    return [m.span() for m in _WORD_RE.finditer(normalize(text))]
 
 
 def sentences(text: str) -> list[list[str]]:

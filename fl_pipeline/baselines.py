@@ -12,6 +12,8 @@ same metrics (`models.metrics`): top-1/top-3 next-word accuracy ignoring
   `past` texts (private, but a phone sees little text).
 - n-gram: an interpolated Kneser-Ney trigram on the pooled training text,
   the classic keyboard model.
+- bigram: the simplest typist's keyboard, word-pair counts from the same
+  text: after a word, the words that most often followed it.
 """
 
 from __future__ import annotations
@@ -128,8 +130,13 @@ def train_step(model: tf.keras.Model, optimizer: tf.keras.optimizers.Optimizer):
 
 def score_local_only(model_config: ModelConfig, past, future, client_ids: list[str], *,
                      batch_size: int, learning_rate: float, epochs: int = 5, seed: int = 0,
-                     show_progress: bool = True) -> Score:
-    """Each client trains a fresh copy of the model on its own past texts only (SGD)."""
+                     show_progress: bool = True,
+                     on_client: Callable[[str, Callable], None] | None = None) -> Score:
+    """Each client trains a fresh copy of the model on its own past texts only (SGD).
+
+    `on_client(client_id, predict)` runs after each client's training, with
+    its model's forward pass (x [B, T] -> logits), e.g. for keyboard metrics.
+    """
     model = build_model(model_config, seed=seed)
     initial = model.get_weights()
     step = train_step(model, tf.keras.optimizers.SGD(learning_rate))  # SGD: no state to reset
@@ -145,6 +152,8 @@ def score_local_only(model_config: ModelConfig, past, future, client_ids: list[s
                                    shuffle_seed=seed)
             for x, y in own:
                 step(x, y)
+        if on_client:
+            on_client(client_id, predict)
         total.merge(score_keras(model, to_model_batches(
             future.create_tf_dataset_for_client(client_id), batch_size=64), predict))
     return total.result()
@@ -209,24 +218,70 @@ class KneserNeyTrigram:
         return self._interpolate(p_bigram, self.trigram_arrays.get((u, v)))
 
     def score(self, windows, show_progress: bool = True) -> Score:
-        hits1 = hits3 = 0
-        loss = 0.0
-        counted = 0
-        for window in tqdm(windows, desc="n-gram", unit="window", disable=not show_progress,
-                           leave=False):
+        return score_distribution(self.distribution, windows, "n-gram", show_progress)
+
+
+class WordPairBigram:
+    """Word-pair counts: after token v, the tokens that most often followed it.
+
+    P(w | v) = (c(v, w) + p(w)) / (c(v) + 1), p the unigram frequency: a
+    Dirichlet-smoothed bigram (prior weight 1), so words rank by how often
+    they followed v, ties (and unseen v) by how frequent they are, and the
+    same token-level metrics apply. Counted on the same windows as the
+    trigram (stride T with T+1 tokens: every pair of the text once).
+    """
+
+    def __init__(self, vocab_size: int):
+        self.vocab_size = vocab_size
+        self.pairs = collections.defaultdict(collections.Counter)  # v -> {w: count}
+
+    def fit(self, windows) -> "WordPairBigram":
+        unigram = np.zeros(self.vocab_size)
+        for window in windows:
             ids = [int(i) for i in window]
-            for position in range(1, len(ids)):
-                target = ids[position]
-                if target in (PAD_ID, BOS_ID):
-                    continue
-                u = ids[position - 2] if position >= 2 else PAD_ID
-                p = self.distribution(u, ids[position - 1])
-                top3 = np.argpartition(-p, 3)[:3]
-                top1 = int(np.argmax(p))
-                counted += 1
-                loss -= math.log(max(p[target], 1e-12))
-                if target != OOV_ID:
-                    hits1 += top1 == target
-                    hits3 += target in top3
-        counted = max(counted, 1)
-        return Score(hits1 / counted, hits3 / counted, loss / counted, counted)
+            for v, w in zip(ids, ids[1:]):
+                if w not in (PAD_ID, BOS_ID):
+                    self.pairs[v][w] += 1
+                    unigram[w] += 1
+        self.p_unigram = (unigram + 1e-3) / (unigram + 1e-3).sum()
+        self.rows = {v: (np.fromiter(f, int), np.fromiter(f.values(), float))
+                     for v, f in self.pairs.items()}
+        return self
+
+    def distribution(self, u: int, v: int) -> np.ndarray:
+        """P(w | v) over the whole vocabulary (u, the word before v, is ignored)."""
+        p = self.p_unigram.copy()
+        if v in self.rows:
+            words, counts = self.rows[v]
+            p[words] += counts
+            p /= counts.sum() + 1
+        return p
+
+    def score(self, windows, show_progress: bool = True) -> Score:
+        return score_distribution(self.distribution, windows, "bigram", show_progress)
+
+
+def score_distribution(distribution: Callable[[int, int], np.ndarray], windows, name: str,
+                       show_progress: bool = True) -> Score:
+    """The metrics of `distribution(u, v) -> P(w | u, v)` at every counted target of `windows`."""
+    hits1 = hits3 = 0
+    loss = 0.0
+    counted = 0
+    for window in tqdm(windows, desc=name, unit="window", disable=not show_progress,
+                       leave=False):
+        ids = [int(i) for i in window]
+        for position in range(1, len(ids)):
+            target = ids[position]
+            if target in (PAD_ID, BOS_ID):
+                continue
+            u = ids[position - 2] if position >= 2 else PAD_ID
+            p = distribution(u, ids[position - 1])
+            top3 = np.argpartition(-p, 3)[:3]
+            top1 = int(np.argmax(p))
+            counted += 1
+            loss -= math.log(max(p[target], 1e-12))
+            if target != OOV_ID:
+                hits1 += top1 == target
+                hits3 += target in top3
+    counted = max(counted, 1)
+    return Score(hits1 / counted, hits3 / counted, loss / counted, counted)

@@ -159,9 +159,18 @@ def build_parser() -> argparse.ArgumentParser:
             help="stop the run (resumable) when a remote worker is unreachable this long")
     setting("--seed", type=int, help="fixes sampling, initialization and dropouts")
 
-    evaluate = commands.add_parser("eval", help="compare the run with centralized, local-only and n-gram")
+    evaluate = commands.add_parser(
+        "eval", help="compare the run with centralized, local-only, n-gram and bigram")
     evaluate.add_argument("run_dir", type=Path, nargs="?", default=DEMO_RUN_DIR,
                           help="run directory (default: %(default)s, from `fedkb demo`)")
+    evaluate.add_argument("--keyboard-users", type=positive_int, default=None, metavar="N",
+                          help="keyboard metrics on a seeded sample of N held-out users "
+                          "(default: all)")
+    evaluate.add_argument("--keyboard-messages", type=positive_int, default=200, metavar="M",
+                          help="at most M future messages per user for the keyboard metrics "
+                          "(default: %(default)s)")
+    evaluate.add_argument("--keyboard-seed", type=int, default=0,
+                          help="seed of the user sample (default: %(default)s)")
 
     export = commands.add_parser("export", help="export a run to a TFLite model directory")
     export.add_argument("run_dir", type=Path, nargs="?", default=DEMO_RUN_DIR,

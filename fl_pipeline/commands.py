@@ -89,9 +89,14 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from fl_pipeline.evaluate import compare, format_table
+    from fl_pipeline.evaluate import KeyboardEval, compare, format_table
+    # The one place the server side meets the device: the exported models are judged as
+    # keyboards by the app's own LiteRT predictor (fl_pipeline itself never imports keyboard_app).
+    from keyboard_app.predictor import Predictor
 
-    print(format_table(compare(args.run_dir)))
+    keyboard = KeyboardEval(Predictor, max_users=args.keyboard_users,
+                            max_messages_per_user=args.keyboard_messages, seed=args.keyboard_seed)
+    print(format_table(compare(args.run_dir, keyboard=keyboard)))
     print(f"written to {args.run_dir / 'eval.json'}")
     return 0
 

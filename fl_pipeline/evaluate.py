@@ -1,28 +1,64 @@
-"""`fedkb eval`: the federated run against centralized, local-only and n-gram.
+"""`fedkb eval`: the federated run against centralized, local-only, n-gram and bigram.
 
-All four are scored on the same held-out clients' `future` texts; the
-table goes to the terminal and `eval.json` in the run directory.
+All five are scored on the same held-out clients' `future` texts: token
+metrics (`fl_pipeline.baselines`) and, with a `KeyboardEval`, keyboard
+metrics (`fl_pipeline.keyboard_eval`: the strip's next word and
+completions, keystroke savings); the table goes to the terminal and
+`eval.json` in the run directory.
+
+How the neural models reach the keyboard metrics: federated and
+centralized are compared as what users get, their exported quantized
+`model.tflite` (`fl_pipeline.export`) run by LiteRT through the app's own
+`keyboard_app.predictor.Predictor`. The server side must not import
+`keyboard_app`, so `compare` does not: it takes a factory
+`model_dir -> Suggester` (`KeyboardEval.suggester_for_model_dir`) and the
+`fedkb eval` command, the one place that wires server and device together
+(it already runs `fedkb predict` and `fedkb app`), passes `Predictor`. That
+keeps a single predictor implementation (no copy of the LiteRT code under
+`models/`), while the word rules both sides apply live in `models/suggest.py`.
+Local-only trains one model per held-out phone; exporting each would
+dominate the run time, so it is judged in Keras through the same word rules
+(`keyboard_eval.keras_suggester`), and the n-gram and bigram through
+`keyboard_eval.ngram_suggester`.
 """
 
 from __future__ import annotations
 
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from datasets.layout import fedkb_command
-from fl_pipeline.baselines import (KneserNeyTrigram, score_keras, score_local_only,
-                                   train_centralized)
+from fl_pipeline import keyboard_eval
+from fl_pipeline.baselines import (KneserNeyTrigram, WordPairBigram, score_keras,
+                                   score_local_only, train_centralized)
 from fl_pipeline.client_data import to_model_batches
 from fl_pipeline.run import RunDirError, load_run_config, open_store, read_json, write_json
 from models.next_word import build_model
+from models.suggest import Suggester
 
 DESCRIPTIONS = {
     "federated": "{clients_seen} phones, {rounds} rounds; text stays on the phones",
     "centralized": "pooled text of {training_clients} phones on a server; no privacy",
     "local-only": "each held-out phone alone on its own past texts",
     "n-gram": "Kneser-Ney trigram on the pooled text of {training_clients} phones",
+    "bigram": "word-pair counts on the pooled text of {training_clients} phones",
 }
+TFLITE = "model.tflite (quantized) on LiteRT"
+SUGGESTERS = {"federated": TFLITE, "centralized": TFLITE, "local-only": "Keras",
+              "n-gram": "n-gram", "bigram": "word pairs"}
+
+
+@dataclass(frozen=True)
+class KeyboardEval:
+    """How `compare` computes the keyboard metrics (`fl_pipeline.keyboard_eval`)."""
+
+    suggester_for_model_dir: Callable[[Path], Suggester]  # e.g. keyboard_app's Predictor
+    max_users: int | None = None  # a seeded sample of the held-out users (None: all)
+    max_messages_per_user: int = keyboard_eval.MAX_MESSAGES_PER_USER
+    seed: int = 0
 
 
 def load_final_model(run_dir: Path):
@@ -36,13 +72,14 @@ def load_final_model(run_dir: Path):
     return model
 
 
-def compare(run_dir: Path, show_progress: bool = True, centralized_curve_at: Sequence[int] = ()
-            ) -> dict:
-    """Scores the four models; writes and returns the report (eval.json).
+def compare(run_dir: Path, show_progress: bool = True, centralized_curve_at: Sequence[int] = (),
+            keyboard: KeyboardEval | None = None) -> dict:
+    """Scores the five models; writes and returns the report (eval.json).
 
     With `centralized_curve_at` (example counts, e.g. those at which the
     federated run was evaluated), the centralized model is also scored
     along its training, for a learning curve: `models.centralized.curve`.
+    With `keyboard`, each model also gets `models.<name>.keyboard`.
     """
     model_config, config, data = load_run_config(run_dir)
     summary = read_json(run_dir / "summary.json")
@@ -51,15 +88,34 @@ def compare(run_dir: Path, show_progress: bool = True, centralized_curve_at: Seq
     past = store.client_data("heldout_past")
     heldout_ids = store.client_ids("heldout_future")
     pooled_future = to_model_batches(future.create_tf_dataset_from_all_clients(), batch_size=64)
-    results = {}
-    timings = {}
+    future_windows = [e["tokens"].numpy() for e in future.create_tf_dataset_from_all_clients()]
+    vocab, T = store.vocab, model_config.seq_len
+    messages = _keyboard_messages(store, keyboard) if keyboard else {}
+    results, timings, keyboards = {}, {}, {}
 
     def timed(name, fn):
         started = time.monotonic()
-        results[name] = fn().result() if name in ("federated", "centralized") else fn()
+        results[name] = fn()
         timings[name] = time.monotonic() - started
 
-    timed("federated", lambda: score_keras(load_final_model(run_dir), pooled_future))
+    def type_with(name, suggester_for_user):
+        started = time.monotonic()
+        tallies = {user: keyboard_eval.type_messages(suggester_for_user(user), texts, vocab)
+                   for user, texts in messages.items()}
+        keyboards[name] = {"suggester": SUGGESTERS[name], **keyboard_eval.summarize(tallies),
+                           "seconds": time.monotonic() - started}
+
+    def type_with_tflite(name, model):
+        with tempfile.TemporaryDirectory(prefix="fedkb-eval-") as tmp:
+            from fl_pipeline.export import export_model  # TFLite converter: only when needed
+
+            model_dir = export_model(model, vocab, Path(tmp) / "model",
+                                     training={"note": f"{name} model, exported by fedkb eval"})
+            suggester = keyboard.suggester_for_model_dir(model_dir)
+            type_with(name, lambda user: suggester)
+
+    federated = load_final_model(run_dir)
+    timed("federated", lambda: score_keras(federated, pooled_future).result())
     train_pool = store.client_data("train").create_tf_dataset_from_all_clients(seed=config.seed)
     curve = []
 
@@ -67,29 +123,60 @@ def compare(run_dir: Path, show_progress: bool = True, centralized_curve_at: Seq
         curve.append({"examples": examples_seen,
                       **score_keras(model, pooled_future).result().to_json()})
 
-    timed("centralized", lambda: score_keras(train_centralized(
+    started = time.monotonic()
+    centralized = train_centralized(
         model_config, train_pool, examples=summary["examples"], batch_size=config.batch_size,
         seed=config.seed, show_progress=show_progress,
         on_checkpoint=score_along if centralized_curve_at else None,
-        checkpoint_at=centralized_curve_at), pooled_future))
+        checkpoint_at=centralized_curve_at)
+    timed("centralized", lambda: score_keras(centralized, pooled_future).result())
+    timings["centralized"] = time.monotonic() - started  # training included, as for the others
+    if keyboard:
+        type_with_tflite("federated", federated)
+        type_with_tflite("centralized", centralized)
+
+    local_tallies, local_seconds = {}, [0.0]
+
+    def type_local(client_id, predict):
+        if client_id in messages:
+            started = time.monotonic()
+            local_tallies[client_id] = keyboard_eval.type_messages(
+                keyboard_eval.keras_suggester(predict, vocab, T), messages[client_id], vocab)
+            local_seconds[0] += time.monotonic() - started
+
     timed("local-only", lambda: score_local_only(
         model_config, past, future, heldout_ids, batch_size=config.batch_size,
-        learning_rate=config.client_lr, seed=config.seed, show_progress=show_progress))
+        learning_rate=config.client_lr, seed=config.seed, show_progress=show_progress,
+        on_client=type_local if keyboard else None))
+    if keyboard:
+        keyboards["local-only"] = {"suggester": SUGGESTERS["local-only"],
+                                   **keyboard_eval.summarize(local_tallies),
+                                   "seconds": local_seconds[0]}  # also in local-only's seconds
 
-    def ngram():
-        windows = (e["tokens"].numpy() for e in train_pool)
-        model = KneserNeyTrigram(model_config.vocab_size).fit(windows)
-        return model.score([e["tokens"].numpy() for e in future.create_tf_dataset_from_all_clients()],
-                           show_progress=show_progress)
-
-    timed("n-gram", ngram)
+    train_windows = [e["tokens"].numpy() for e in train_pool]
+    for name, kind in (("n-gram", KneserNeyTrigram), ("bigram", WordPairBigram)):
+        started = time.monotonic()
+        model = kind(model_config.vocab_size).fit(train_windows)
+        timed(name, lambda: model.score(future_windows, show_progress=show_progress))
+        timings[name] = time.monotonic() - started
+        if keyboard:
+            suggester = keyboard_eval.ngram_suggester(model, vocab, T)
+            type_with(name, lambda user: suggester)
     report = {
         "heldout_clients": len(heldout_ids),
         "example_passes": summary["examples"],
         "models": {name: {**score.to_json(), "seconds": timings[name],
-                          "description": DESCRIPTIONS[name].format(**summary)}
+                          "description": DESCRIPTIONS[name].format(**summary),
+                          **({"keyboard": keyboards[name]} if name in keyboards else {})}
                    for name, score in results.items()},
     }
+    if keyboard:
+        report["keyboard"] = {
+            "rules": "fl_pipeline/keyboard_eval.py", "users": len(messages),
+            "heldout_users_with_future": len(heldout_ids),
+            "messages": sum(map(len, messages.values())),
+            "max_users": keyboard.max_users, "max_messages_per_user": keyboard.max_messages_per_user,
+            "seed": keyboard.seed}
     if centralized_curve_at:
         steps = max(1, summary["examples"] // config.batch_size)
         final = {"examples": steps * config.batch_size, **results["centralized"].to_json()}
@@ -99,10 +186,47 @@ def compare(run_dir: Path, show_progress: bool = True, centralized_curve_at: Seq
     return report
 
 
+def _keyboard_messages(store, keyboard: KeyboardEval) -> dict[str, list[str]]:
+    """The held-out users' future messages as typed text (the raw texts behind the store)."""
+    from fl_pipeline.bench.texts import read_store_texts
+
+    future = {user: texts for user, (_, texts) in read_store_texts(store).heldout.items()}
+    return keyboard_eval.sample_messages(future, max_users=keyboard.max_users,
+                                         max_messages_per_user=keyboard.max_messages_per_user,
+                                         seed=keyboard.seed)
+
+
 def format_table(report: dict) -> str:
-    lines = [f"held-out clients: {report['heldout_clients']} (scored on their future texts)",
-             f"{'model':<12} {'top-1':>7} {'top-3':>7} {'perplexity':>11}  trained on"]
+    """One table: token metrics, then the keyboard metrics (pooled/mean over users) if any."""
+    keyboard = report.get("keyboard")
+    lines = [f"held-out clients: {report['heldout_clients']} (scored on their future texts)"]
+    if keyboard:
+        lines.append(f"keyboard metrics: {keyboard['messages']} future messages of "
+                     f"{keyboard['users']} users (at most {keyboard['max_messages_per_user']} "
+                     "each), typed by the simulated typist of fl_pipeline/keyboard_eval.py; "
+                     "each cell pooled/mean over users")
+    header = f"{'model':<12} {'top-1':>6} {'top-3':>6} {'ppl':>8}"
+    if keyboard:
+        header += "".join(f" {h:>13}" for h in ("strip top-1", "strip top-3", "compl@1 top-3",
+                                                 "compl@2 top-3", "KSR")) + "  strip from"
+    lines.append(header + "  trained on" if not keyboard else header)
     for name, row in report["models"].items():
-        lines.append(f"{name:<12} {row['top1_accuracy']:>7.3f} {row['top3_accuracy']:>7.3f} "
-                     f"{row['perplexity']:>11.1f}  {row['description']}")
+        line = (f"{name:<12} {row['top1_accuracy']:>6.3f} {row['top3_accuracy']:>6.3f} "
+                f"{row['perplexity']:>8.1f}")
+        if keyboard:
+            strip = row["keyboard"]
+            line += "".join(f" {_pair(strip, f):>13}" for f in keyboard_eval.FIGURES)
+            line += f"  {strip['suggester']}"
+        else:
+            line += f"  {row['description']}"
+        lines.append(line)
+    if keyboard:
+        lines += ["", "trained on:"] + [f"  {name:<12} {row['description']}"
+                                        for name, row in report["models"].items()]
     return "\n".join(lines)
+
+
+def _pair(strip: dict, figure: str) -> str:
+    def show(value):
+        return "-" if value is None else f"{value:.3f}"
+    return f"{show(strip['pooled'][figure])}/{show(strip['user_mean'][figure])}"

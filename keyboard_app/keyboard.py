@@ -17,6 +17,8 @@ import enum
 import re
 from dataclasses import dataclass
 
+from models.suggest import display_form
+
 # Named keys; every other key is the character it types.
 SHIFT = "shift"
 BACKSPACE = "backspace"
@@ -45,9 +47,6 @@ _PARTIAL_WORD = re.compile(r"[^\W_]+(?:['\u2019][^\W_]*)*\Z")  # \Z: "$" matches
 _SENTENCE_END = ".!?"
 # Punctuation that attaches to the word before it, swallowing a suggestion's space.
 _ATTACHING = frozenset(".,!?;:")
-# The pronoun and its contractions: "i", "i'm", "i'll", "i've", "i'd". The one rule
-# for both typed words and the predictor's words (which it returns as "I", "I'm").
-_PRONOUN_I = re.compile(r"i(?:['\u2019][a-z]+)?")
 
 
 class Shift(enum.Enum):
@@ -82,11 +81,6 @@ def at_sentence_start(text: str) -> bool:
     """True where the next word starts a sentence: empty text, or after ". ", "! ", "? "."""
     stripped = text.rstrip()
     return not stripped or (stripped != text and stripped[-1] in _SENTENCE_END)
-
-
-def capitalize_pronoun(word: str) -> str:
-    """ "i" -> "I", "i'm" -> "I'm"; any other word unchanged."""
-    return "I" + word[1:] if _PRONOUN_I.fullmatch(word) else word
 
 
 class Keyboard:
@@ -169,7 +163,7 @@ class Keyboard:
         self.text += char
         if partial and not partial_word(self.text):
             # The character ended the word: fix a lone "i" before reporting it.
-            fixed = capitalize_pronoun(partial)
+            fixed = display_form(partial)
             if fixed != partial:
                 start = len(self.text) - len(char) - len(partial)
                 self.text = self.text[:start] + fixed + self.text[start + len(partial):]

@@ -12,14 +12,13 @@ signatures against the model card, and then offers what the keyboard needs:
 - `get_personal` / `set_personal` / `reset_personal`: persisting and
   forgetting what was learned.
 
-Imports no TensorFlow (numpy, LiteRT and the shared tokenizer only): this is
-what runs on the phone. Calls are serialized by a lock, so the app may
+Imports no TensorFlow (numpy, LiteRT, the shared tokenizer and the word
+rules of `models/suggest.py` only): this is what runs on the phone. Calls are serialized by a lock, so the app may
 fine-tune on a worker thread while the UI thread asks for suggestions.
 """
 
 from __future__ import annotations
 
-import bisect
 import contextlib
 import math
 import os
@@ -33,13 +32,13 @@ from pathlib import Path
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter
 
-from datasets.tokenizer import normalize, split_context, tokenize
+from datasets.tokenizer import split_context, tokenize
 from datasets.vocab import BOS_ID, PAD_ID, Vocabulary
-from keyboard_app.keyboard import capitalize_pronoun
 from keyboard_app.model_dir import (MODEL_FILE, PERSONAL_TENSORS, SIGNATURES, ModelDirError,
                                     read_model_dir, reexport)
+from models.suggest import WordRanker, context_ids, display_form
 
-__all__ = ["ModelDirError", "PersonalWeightsError", "Predictor"]
+__all__ = ["ModelDirError", "PersonalWeightsError", "Predictor", "display_form"]
 
 # What LiteRT's native code prints to stderr (fd 2) the first time a process
 # runs a model: XNNPACK, its default CPU delegate, has no option to keep quiet.
@@ -101,7 +100,7 @@ class Predictor:
         self._runners = self._signature_runners(expected, model_path)
         self._personal_specs = {name: shape for name, (_, shape)
                                 in expected["get_personal"]["outputs"].items()}
-        self._build_word_index()
+        self._ranker = WordRanker(self.vocab)  # the word rules, shared with `fedkb eval`
         self._cache_key: tuple[int, ...] | None = None
         self._cache_value: np.ndarray | None = None
         try:  # a first run: kernels that cannot run fail here, not in the UI
@@ -141,15 +140,6 @@ class Predictor:
             runners[name] = runner
         return runners
 
-    def _build_word_index(self) -> None:
-        """Word ids, and the words sorted by spelling for prefix lookups by bisection."""
-        word_ids = [i for i in range(len(self.vocab)) if self.vocab.is_word(i)]
-        self._word_ids = np.array(word_ids, dtype=np.int64)
-        by_spelling = sorted((normalize(self.vocab.tokens[i]), i) for i in word_ids)
-        self._sorted_words = [word for word, _ in by_spelling]
-        self._sorted_ids = np.array([i for _, i in by_spelling], dtype=np.int64)
-        self._display = [capitalize_pronoun(token) for token in self.vocab.tokens]
-
     # -- suggestions ----------------------------------------------------------
 
     def suggest(self, text_before_cursor: str, k: int = 3) -> list[str]:
@@ -168,19 +158,7 @@ class Predictor:
             raise ValueError(f"k must be at least 1, got {k}")
         tokens, partial = self._split(text_before_cursor)
         logprobs = self._logprobs_cached(self._context_ids(self.vocab.encode(tokens)))
-        if partial:
-            start = bisect.bisect_left(self._sorted_words, partial)
-            stop = bisect.bisect_left(self._sorted_words, partial + "\U0010ffff", lo=start)
-            candidates = self._sorted_ids[start:stop]
-        else:
-            candidates = self._word_ids
-        scores = logprobs[candidates]
-        if len(candidates) > k:
-            best = np.argpartition(-scores, k - 1)[:k]
-        else:
-            best = np.arange(len(candidates))
-        best = best[np.argsort(-scores[best], kind="stable")]
-        return [self._display[i] for i in candidates[best]]
+        return self._ranker.top_words(logprobs, partial, k)
 
     def _split(self, text: str) -> tuple[list[str], str]:
         """`split_context(text)`, tokenizing only the end of a long text.
@@ -201,9 +179,7 @@ class Predictor:
 
     def _context_ids(self, ids: Sequence[int]) -> np.ndarray:
         """The last T ids, left-padded with <pad>: int32 [T]."""
-        T = self.context_len
-        ids = list(ids)[-T:]
-        return np.array([PAD_ID] * (T - len(ids)) + ids, dtype=np.int32)
+        return np.array(context_ids(ids, self.context_len), dtype=np.int32)
 
     def logprobs(self, context_ids: Sequence[int]) -> np.ndarray:
         """Log-probabilities float32 [V] of the next token after `context_ids`.

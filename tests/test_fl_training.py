@@ -67,15 +67,28 @@ def test_no_tff_worker_survives_a_training_run(trained_run):
     assert worker_processes_started_after(started) == []
 
 
-def test_eval_compares_four_models_on_the_same_held_out_texts(trained_run):
+def test_eval_compares_five_models_on_the_same_held_out_texts(trained_run):
     run_dir, _, _ = trained_run
-    out = fedkb("eval", run_dir)
+    out = fedkb("eval", run_dir, "--keyboard-messages", "3")
     report = json.loads((run_dir / "eval.json").read_text())
-    assert list(report["models"]) == ["federated", "centralized", "local-only", "n-gram"]
+    assert list(report["models"]) == ["federated", "centralized", "local-only", "n-gram", "bigram"]
     tokens = {row["tokens"] for row in report["models"].values()}
     assert len(tokens) == 1 and tokens.pop() > 0  # same positions scored for every model
-    for name in report["models"]:
+    keyboard = report["keyboard"]
+    assert keyboard["users"] == keyboard["heldout_users_with_future"] > 0
+    assert 0 < keyboard["messages"] <= 3 * keyboard["users"]
+    typed = {(row["keyboard"]["counts"]["words"], row["keyboard"]["counts"]["characters"])
+             for row in report["models"].values()}
+    assert len(typed) == 1 and typed.pop()[0] > 0  # the same typist and messages for every model
+    for name, row in report["models"].items():
         assert name in out.stdout
+        for figures in (row["keyboard"]["pooled"], row["keyboard"]["user_mean"]):
+            assert set(figures) == {"next_top1", "next_top3", "complete1_top3",
+                                    "complete2_top3", "ksr"}
+            assert 0 <= figures["next_top1"] <= figures["next_top3"] <= 1
+            assert figures["ksr"] < 1
+    assert report["models"]["federated"]["keyboard"]["suggester"].startswith("model.tflite")
+    assert "KSR" in out.stdout
 
 
 @pytest.mark.parametrize("option, check", [

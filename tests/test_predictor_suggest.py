@@ -10,7 +10,7 @@ import pytest
 from datasets.tokenizer import split_context
 from datasets.vocab import BOS_ID, PAD_ID, RESERVED_TOKENS
 from factories import synthetic_texts, tiny_model_dir, tiny_run_dir  # noqa: F401
-from keyboard_app.keyboard import capitalize_pronoun as display_form
+from models.suggest import display_form
 from keyboard_app.predictor import Predictor
 
 
