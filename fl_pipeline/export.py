@@ -22,7 +22,7 @@ plain TF ops, so it converts to builtins):
 `bias` and `adapter_up` start at zero, so an exported model predicts
 exactly what the federated model predicts until the user opts into
 learning. `train` takes a fixed batch B (with Keras's fused LSTM a
-dynamic batch pulled in TensorList ops that only Flex runs, see DESIGN.md;
+dynamic batch pulled in TensorList ops that only Flex runs, see docs/DESIGN.md;
 a fixed B also keeps the phone's buffers fixed).
 """
 

@@ -5,7 +5,7 @@ A model directory (written by `fedkb export`) holds `model.tflite`,
 SHA-256 of `model.tflite` and the vocabulary's hash, so a truncated,
 corrupted or mismatched directory is refused here, in Python, and never
 reaches the native interpreter (a damaged flatbuffer opened from a path has
-crashed LiteRT; see DESIGN.md). Pure Python: the app and `fedkb predict`
+crashed LiteRT; see docs/DESIGN.md). Pure Python: the app and `fedkb predict`
 import this without TensorFlow.
 """
 
