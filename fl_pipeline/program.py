@@ -32,7 +32,7 @@ from fl_pipeline.client_data import SeededClientDataSource
 from fl_pipeline.config import TrainConfig
 from fl_pipeline.execution import WorkerError, federated_context
 from fl_pipeline.participation import min_reports, plan_round
-from fl_pipeline.process import (SkipEmptyRounds, build_evaluation_process,
+from fl_pipeline.process import (LOSS_FACTOR, SkipBadRounds, build_evaluation_process,
                                  build_training_process)
 from fl_pipeline.write_errors import write_failure
 from models.next_word import ModelConfig, build_model
@@ -75,7 +75,7 @@ class KerasWeightsRelease(tff.program.ReleaseManager):
         self._model = build_model(model_config)
 
     async def release(self, value, key) -> None:
-        value.global_model_weights.assign_weights_to(self._model)
+        value.process.global_model_weights.assign_weights_to(self._model)  # a GuardedState
         partial = self._path.with_name("partial." + self._path.name)  # keeps the .h5 suffix
         self._model.save_weights(str(partial))
         os.replace(partial, self._path)
@@ -84,7 +84,7 @@ class KerasWeightsRelease(tff.program.ReleaseManager):
 class WithParticipation(tff.program.ReleaseManager):
     """Adds each round's participation (sampled, failed, late, aggregated,
     skipped) to its training metrics, replayed from the seed, and says when
-    a round was skipped."""
+    a round was skipped or diverged (`SkipBadRounds`)."""
 
     def __init__(self, inner: tff.program.ReleaseManager, client_ids, clients_per_round: int,
                  config: TrainConfig, progress: "ProgressBar"):
@@ -102,6 +102,14 @@ class WithParticipation(tff.program.ReleaseManager):
             self._progress.note(f"round {key} skipped: {reported} of {len(plan.sampled)} invited "
                                 f"clients reported, {min_reports(self._k)} needed; the model is "
                                 "unchanged")
+        if find_metric(value, "diverged"):
+            loss = float(find_metric(value, "token_loss"))
+            reference = float(find_metric(value, "reference_loss"))
+            self._progress.note(f"round {key} diverged and was skipped: training loss {loss:.4g} "
+                                f"(limit {LOSS_FACTOR:g} x reference {reference:.4g} = "
+                                f"{LOSS_FACTOR * reference:.4g}, not checked with DP), non-finite "
+                                f"update: {'yes' if find_metric(value, 'update_non_finite') else 'no'}"
+                                "; the model is unchanged")
         await self._inner.release({**value, "participation": plan.counts()}, key)
 
 
@@ -119,7 +127,7 @@ class ProgressBar:
 
     def round_done(self, round_num: int, metrics) -> None:
         self.bar.update(round_num - self.bar.n)  # a resumed run starts past 0
-        if find_metric(metrics, "skipped"):  # nothing was trained: no loss to show
+        if find_metric(metrics, "skipped") or find_metric(metrics, "diverged"):  # nothing applied
             self.skipped += 1
             self.postfix["skipped"] = str(self.skipped)
         else:
@@ -169,7 +177,9 @@ def find_metric(structure, name: str):
 
 async def _train(run_dir: Path, store, model_config: ModelConfig, config: TrainConfig,
                  progress: ProgressBar) -> None:
-    training = build_training_process(model_config, config, store.client_data("train"))
+    training = SkipBadRounds(build_training_process(model_config, config, store.client_data("train")),
+                             vocab_size=model_config.vocab_size,
+                             use_client_loss=config.dp_noise_multiplier is None)
     evaluation = build_evaluation_process(model_config, store.client_data("heldout_future"))
     train_ids = store.client_ids("train")
     heldout_ids = store.client_ids("heldout_future")
@@ -211,7 +221,7 @@ async def _train(run_dir: Path, store, model_config: ModelConfig, config: TrainC
         duration=datetime.timedelta(0),  # one evaluation round per checkpoint
     )
     await tff.learning.programs.train_model(
-        train_process=SkipEmptyRounds(training),
+        train_process=training,
         initial_train_state=state,
         train_data_source=train_data,
         train_per_round_clients=per_round,

@@ -349,7 +349,7 @@ def test_a_lost_remote_worker_stops_training_and_the_run_resumes_once_it_is_back
 
 def test_with_dp_a_skipped_round_changes_nothing_although_tff_would_add_noise(data_dir):
     """DP's mean divides by the planned cohort, so TFF alone would apply a noise-only
-    update for an empty round; `SkipEmptyRounds` keeps the whole state instead."""
+    update for an empty round; `SkipBadRounds` keeps the whole state instead."""
     import asyncio
 
     import tensorflow_federated as tff
@@ -357,7 +357,7 @@ def test_with_dp_a_skipped_round_changes_nothing_although_tff_would_add_noise(da
     from datasets.store import ClientStore
     from fl_pipeline.config import TrainConfig
     from fl_pipeline.execution import federated_context
-    from fl_pipeline.process import SkipEmptyRounds, build_training_process
+    from fl_pipeline.process import SkipBadRounds, build_training_process
     from models.next_word import ModelConfig
 
     store = ClientStore(data_dir)
@@ -378,7 +378,8 @@ def test_with_dp_a_skipped_round_changes_nothing_although_tff_would_add_noise(da
 
     with federated_context():
         plain_before, plain_after = asyncio.run(weights_after_an_empty_round(process))
-        kept_before, kept_after = asyncio.run(weights_after_an_empty_round(SkipEmptyRounds(process)))
+        kept_before, kept_after = asyncio.run(weights_after_an_empty_round(
+            SkipBadRounds(process, len(store.vocab), use_client_loss=False)))
     assert any(not np.array_equal(a, b) for a, b in zip(plain_before, plain_after))  # noise
     for a, b in zip(kept_before, kept_after, strict=True):
         np.testing.assert_array_equal(a, b)
