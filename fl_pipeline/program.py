@@ -32,8 +32,8 @@ from fl_pipeline.client_data import SeededClientDataSource
 from fl_pipeline.config import TrainConfig
 from fl_pipeline.execution import WorkerError, federated_context
 from fl_pipeline.participation import min_reports, plan_round
-from fl_pipeline.process import (LOSS_FACTOR, SkipBadRounds, build_evaluation_process,
-                                 build_training_process)
+from fl_pipeline.process import (SkipBadRounds, build_evaluation_process,
+                                 build_training_process, divergence)
 from fl_pipeline.write_errors import write_failure
 from models.next_word import ModelConfig, build_model
 
@@ -103,13 +103,12 @@ class WithParticipation(tff.program.ReleaseManager):
                                 f"clients reported, {min_reports(self._k)} needed; the model is "
                                 "unchanged")
         if find_metric(value, "diverged"):
-            loss = float(find_metric(value, "token_loss"))
-            reference = float(find_metric(value, "reference_loss"))
-            self._progress.note(f"round {key} diverged and was skipped: training loss {loss:.4g} "
-                                f"(limit {LOSS_FACTOR:g} x reference {reference:.4g} = "
-                                f"{LOSS_FACTOR * reference:.4g}, not checked with DP), non-finite "
-                                f"update: {'yes' if find_metric(value, 'update_non_finite') else 'no'}"
-                                "; the model is unchanged")
+            reasons = divergence(float(find_metric(value, "token_loss")),
+                                 bool(find_metric(value, "update_non_finite")),
+                                 float(find_metric(value, "reference_loss")),
+                                 use_client_loss=self._config.dp_noise_multiplier is None)
+            self._progress.note(f"round {key} diverged and was skipped: {' and '.join(reasons)}; "
+                                "the model is unchanged")
         await self._inner.release({**value, "participation": plan.counts()}, key)
 
 
