@@ -176,8 +176,8 @@ def find_metric(structure, name: str):
 
 async def _train(run_dir: Path, store, model_config: ModelConfig, config: TrainConfig,
                  progress: ProgressBar) -> None:
-    training = SkipBadRounds(build_training_process(model_config, config, store.client_data("train")),
-                             vocab_size=model_config.vocab_size,
+    fed_avg = build_training_process(model_config, config, store.client_data("train"))
+    training = SkipBadRounds(fed_avg, vocab_size=model_config.vocab_size,
                              use_client_loss=config.dp_noise_multiplier is None)
     evaluation = build_evaluation_process(model_config, store.client_data("heldout_future"))
     train_ids = store.client_ids("train")
