@@ -32,8 +32,8 @@ from fl_pipeline.client_data import SeededClientDataSource
 from fl_pipeline.config import TrainConfig
 from fl_pipeline.execution import WorkerError, federated_context
 from fl_pipeline.participation import min_reports, plan_round
-from fl_pipeline.process import (SkipEmptyRounds, build_evaluation_process,
-                                 build_training_process)
+from fl_pipeline.process import (SkipBadRounds, build_evaluation_process,
+                                 build_training_process, divergence)
 from fl_pipeline.releases import (KerasWeightsRelease, ReleaseBarrier, RoundsCSV,
                                   TensorBoardScalars)
 from fl_pipeline.write_errors import write_failure
@@ -70,7 +70,7 @@ class RunDirWriteError(FedKBError):
 class WithParticipation(tff.program.ReleaseManager):
     """Adds each round's participation (sampled, failed, late, aggregated,
     skipped) to its training metrics, replayed from the seed, and says when
-    a round was skipped."""
+    a round was skipped or diverged (`SkipBadRounds`)."""
 
     def __init__(self, inner: tff.program.ReleaseManager, client_ids, clients_per_round: int,
                  config: TrainConfig, progress: "ProgressBar"):
@@ -88,6 +88,13 @@ class WithParticipation(tff.program.ReleaseManager):
             self._progress.note(f"round {key} skipped: {reported} of {len(plan.sampled)} invited "
                                 f"clients reported, {min_reports(self._k)} needed; the model is "
                                 "unchanged")
+        if find_metric(value, "diverged"):
+            reasons = divergence(float(find_metric(value, "token_loss")),
+                                 bool(find_metric(value, "update_non_finite")),
+                                 float(find_metric(value, "reference_loss")),
+                                 use_client_loss=self._config.dp_noise_multiplier is None)
+            self._progress.note(f"round {key} diverged and was skipped: {' and '.join(reasons)}; "
+                                "the model is unchanged")
         await self._inner.release({**value, "participation": plan.counts()}, key)
 
 
@@ -105,7 +112,7 @@ class ProgressBar:
 
     def round_done(self, round_num: int, metrics) -> None:
         self.bar.update(round_num - self.bar.n)  # a resumed run starts past 0
-        if find_metric(metrics, "skipped"):  # nothing was trained: no loss to show
+        if find_metric(metrics, "skipped") or find_metric(metrics, "diverged"):  # nothing applied
             self.skipped += 1
             self.postfix["skipped"] = str(self.skipped)
         else:
@@ -155,7 +162,7 @@ def find_metric(structure, name: str):
 
 async def _train(run_dir: Path, store, model_config: ModelConfig, config: TrainConfig,
                  progress: ProgressBar) -> None:
-    training = build_training_process(model_config, config, store.client_data("train"))
+    fed_avg = build_training_process(model_config, config, store.client_data("train"))
     evaluation = build_evaluation_process(model_config, store.client_data("heldout_future"))
     train_ids = store.client_ids("train")
     heldout_ids = store.client_ids("heldout_future")
@@ -166,8 +173,8 @@ async def _train(run_dir: Path, store, model_config: ModelConfig, config: TrainC
     # The seed fixes the initial model: TFF's `initialize` would draw it anew.
     initial_weights = tff.learning.models.ModelWeights.from_model(
         build_model(model_config, seed=config.seed))
-    state = await tff.program.materialize_value(training.initialize())
-    state = await tff.program.materialize_value(training.set_model_weights(state, initial_weights))
+    state = await tff.program.materialize_value(fed_avg.initialize())
+    state = await tff.program.materialize_value(fed_avg.set_model_weights(state, initial_weights))
 
     checkpoints = run_dir / "checkpoints"
     barrier = ReleaseBarrier()  # a checkpoint waits for its rounds' releases (`releases`)
@@ -184,6 +191,9 @@ async def _train(run_dir: Path, store, model_config: ModelConfig, config: TrainC
         rows.forget_after(resumed_from)
     if resumed_from:
         await drop_evaluations_after(checkpoints, resumed_from)
+    training = SkipBadRounds(fed_avg, vocab_size=model_config.vocab_size,
+                             use_client_loss=config.dp_noise_multiplier is None,
+                             past_rounds=train_csv.rows())
     train_metrics = barrier.track(WithParticipation(tff.program.GroupingReleaseManager([
         train_csv,
         TensorBoardScalars(run_dir / "tensorboard" / "train"),
@@ -203,7 +213,7 @@ async def _train(run_dir: Path, store, model_config: ModelConfig, config: TrainC
         duration=datetime.timedelta(0),  # one evaluation round per checkpoint
     )
     await tff.learning.programs.train_model(
-        train_process=SkipEmptyRounds(training),
+        train_process=training,
         initial_train_state=state,
         train_data_source=train_data,
         train_per_round_clients=per_round,

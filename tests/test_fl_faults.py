@@ -360,7 +360,7 @@ def test_a_lost_remote_worker_stops_training_and_the_run_resumes_once_it_is_back
 
 def test_with_dp_a_skipped_round_changes_nothing_although_tff_would_add_noise(data_dir):
     """DP's mean divides by the planned cohort, so TFF alone would apply a noise-only
-    update for an empty round; `SkipEmptyRounds` keeps the whole state instead."""
+    update for an empty round; `SkipBadRounds` keeps the whole state instead."""
     import asyncio
 
     import tensorflow_federated as tff
@@ -368,7 +368,7 @@ def test_with_dp_a_skipped_round_changes_nothing_although_tff_would_add_noise(da
     from datasets.store import ClientStore
     from fl_pipeline.config import TrainConfig
     from fl_pipeline.execution import federated_context
-    from fl_pipeline.process import SkipEmptyRounds, build_training_process
+    from fl_pipeline.process import SkipBadRounds, build_training_process
     from models.next_word import ModelConfig
 
     store = ClientStore(data_dir)
@@ -389,7 +389,8 @@ def test_with_dp_a_skipped_round_changes_nothing_although_tff_would_add_noise(da
 
     with federated_context():
         plain_before, plain_after = asyncio.run(weights_after_an_empty_round(process))
-        kept_before, kept_after = asyncio.run(weights_after_an_empty_round(SkipEmptyRounds(process)))
+        kept_before, kept_after = asyncio.run(weights_after_an_empty_round(
+            SkipBadRounds(process, len(store.vocab), use_client_loss=False)))
     assert any(not np.array_equal(a, b) for a, b in zip(plain_before, plain_after))  # noise
     for a, b in zip(kept_before, kept_after, strict=True):
         np.testing.assert_array_equal(a, b)
@@ -463,3 +464,32 @@ def test_a_run_killed_at_any_write_resumes_to_exactly_the_uninterrupted_run(
     assert_same_final_weights(reference, run_dir)
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["participation"]["skipped_rounds"] == [8]
+
+
+OLD_RUN = r"""
+import sys
+from pathlib import Path
+from fl_pipeline.config import TrainConfig
+from fl_pipeline import run
+run.train(Path(sys.argv[1]), Path(sys.argv[2]), TrainConfig(
+    rounds=4, clients_per_round=4, batch_size=8, eval_every=2, checkpoint_every=1,
+    client_lr=0.5, server_lr=0.05, clip_updates=False), dict(embedding_dim=8, lstm_units=16),
+    show_progress=False)
+"""
+
+
+def test_a_run_directory_from_before_the_update_bound_still_resumes(data_dir, tmp_path):
+    """Runs made before FedKB bounded client updates have no aggregator state in
+    their checkpoints and no `clip_updates` in config.json: a resume trains them
+    on as they were trained, and finishes where the uninterrupted run did."""
+    whole = tmp_path / "whole"
+    subprocess.run([sys.executable, "-c", OLD_RUN, str(data_dir), str(whole)], check=True,
+                   capture_output=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    config = json.loads((whole / "config.json").read_text())
+    del config["train"]["clip_updates"]  # as 9d6c47d wrote it
+    (whole / "config.json").write_text(json.dumps(config))
+    resumed = interrupted_copy(whole, tmp_path / "resumed", after_round=2)
+
+    fedkb("train", "--resume", resumed)
+    assert [int(r["round"]) for r in metrics_rows(resumed)] == [1, 2, 3, 4]
+    assert_same_final_weights(whole, resumed)
