@@ -134,7 +134,7 @@ def encoded_update_bytes(run_dir, rotate: bool) -> int:
     for weight in build_model(model_config).trainable_weights:
         shape = weight.shape.as_list()
         if rotate and shape[0] == model_config.vocab_size:
-            shape[0] = model_config.vocab_size // 4
+            shape[0] = round(model_config.vocab_size / 4)
         spec = tf.TensorSpec(shape, tf.float32)
         if spec.shape.num_elements() <= 20_000:
             total += 4 * spec.shape.num_elements()
