@@ -36,6 +36,7 @@ from fl_pipeline.process import (SkipEmptyRounds, build_evaluation_process,
                                  build_training_process)
 from fl_pipeline.releases import (KerasWeightsRelease, ReleaseBarrier, RoundsCSV,
                                   TensorBoardScalars)
+from fl_pipeline.run import init_weights
 from fl_pipeline.write_errors import write_failure
 from models.next_word import ModelConfig, build_model
 
@@ -163,9 +164,14 @@ async def _train(run_dir: Path, store, model_config: ModelConfig, config: TrainC
     train_data = SeededClientDataSource(train_ids, config.seed, dropout=config.dropout,
                                         over_select=config.over_select)
 
-    # The seed fixes the initial model: TFF's `initialize` would draw it anew.
-    initial_weights = tff.learning.models.ModelWeights.from_model(
-        build_model(model_config, seed=config.seed))
+    # The seed fixes the initial model: TFF's `initialize` would draw it anew. With
+    # --init-from, the run's copy of the warm start replaces it (a resumed run then loads
+    # its checkpoint over it, as it does over the random one).
+    initial_model = build_model(model_config, seed=config.seed)
+    warm_start = init_weights(run_dir)
+    if warm_start is not None:
+        initial_model.load_weights(str(warm_start))
+    initial_weights = tff.learning.models.ModelWeights.from_model(initial_model)
     state = await tff.program.materialize_value(training.initialize())
     state = await tff.program.materialize_value(training.set_model_weights(state, initial_weights))
 
