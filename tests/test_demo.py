@@ -5,6 +5,7 @@ demo that reuses every stage, export included.
 The demo runs in a fresh directory holding only a `.venv` link to this checkout's, as on a
 fresh machine after `make setup`, without a display; commands are typed into a shell."""
 
+import json
 import os
 import re
 import shlex
@@ -51,7 +52,11 @@ def test_demo_then_every_printed_and_quick_start_command(tmp_path):
     (tmp_path / ".venv").symlink_to(CHECKOUT / ".venv")
     first = shell(".venv/bin/fedkb demo", tmp_path, FEDKB_DEMO_TINY="1")
     assert first.returncode == 0, first.stderr[-3000:]
-    assert "3/3 exporting to TFLite in runs/demo/model" in first.stdout
+    assert "5/5 exporting to TFLite in runs/demo/model" in first.stdout
+    assert "pretraining on the server on public fortunes text" in first.stdout
+    run_config = json.loads((tmp_path / "runs" / "demo" / "run" / "config.json").read_text())
+    assert run_config["data"]["corpus"] == "chitchat"  # the phones' text
+    assert run_config["init"]["corpus"] == "fortunes" and run_config["init"]["public_text"]
 
     fedkb = str(CHECKOUT / ".venv" / "bin" / "fedkb")  # the running fedkb, as the demo spells it
     printed = [line.split(": ", 1)[1] for line in first.stdout.splitlines()
@@ -70,8 +75,9 @@ def test_demo_then_every_printed_and_quick_start_command(tmp_path):
     exported = card.read_bytes()
     second = shell(".venv/bin/fedkb demo --no-app", tmp_path, FEDKB_DEMO_TINY="1")
     assert second.returncode == 0, second.stderr[-3000:]
-    assert "2/3 using the finished run" in second.stdout
-    assert "3/3 using the model in runs/demo/model, exported from this run" in second.stdout
+    assert "4/5 using the finished run" in second.stdout
+    assert "(pretrained model in runs/demo/pretrain)" in second.stdout
+    assert "5/5 using the model in runs/demo/model, exported from this run" in second.stdout
     assert card.read_bytes() == exported  # not exported again
 
     from fl_pipeline.export import export_is_current
