@@ -6,7 +6,7 @@ import pytest
 
 from fl_pipeline.cli import build_parser, main
 
-SUBCOMMANDS = ["data", "train", "eval", "export", "predict", "app", "worker", "audit", "bench", "demo"]
+SUBCOMMANDS = ["data", "pretrain", "train", "eval", "export", "predict", "app", "worker", "audit", "bench", "demo"]
 
 
 def fedkb(*args: str) -> subprocess.CompletedProcess:

@@ -53,7 +53,7 @@ def test_demo_then_every_printed_and_quick_start_command(tmp_path):
     first = shell(".venv/bin/fedkb demo", tmp_path, FEDKB_DEMO_TINY="1")
     assert first.returncode == 0, first.stderr[-3000:]
     assert "5/5 exporting to TFLite in runs/demo/model" in first.stdout
-    assert "pretraining on the server on public fortunes text" in first.stdout
+    assert "3/5 pretraining on the server on public fortunes text" in first.stdout
     run_config = json.loads((tmp_path / "runs" / "demo" / "run" / "config.json").read_text())
     assert run_config["data"]["corpus"] == "chitchat"  # the phones' text
     assert run_config["init"]["corpus"] == "fortunes" and run_config["init"]["public_text"]
@@ -76,7 +76,7 @@ def test_demo_then_every_printed_and_quick_start_command(tmp_path):
     second = shell(".venv/bin/fedkb demo --no-app", tmp_path, FEDKB_DEMO_TINY="1")
     assert second.returncode == 0, second.stderr[-3000:]
     assert "4/5 using the finished run" in second.stdout
-    assert "(pretrained model in runs/demo/pretrain)" in second.stdout
+    assert "3/5 using the pretrained model in runs/demo/pretrain" in second.stdout
     assert "5/5 using the model in runs/demo/model, exported from this run" in second.stdout
     assert card.read_bytes() == exported  # not exported again
 
