@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from datasets.errors import FedKBError
-from datasets.vocab import BOS_ID, EOS_ID, PAD_ID, Vocabulary
+from datasets.vocab import BOS_ID, EOS_ID, OOV_ID, PAD_ID, Vocabulary
 from models.next_word import ModelConfig
 
 WEIGHTS = "final_model.weights.h5"
@@ -87,7 +87,7 @@ def unigram_bias(vocab: Vocabulary):
     top = math.log(max(wordfreq.word_frequency("the", "en"), 1e-8))
     bias = np.full([len(vocab)], floor, np.float32)
     for i, token in enumerate(vocab.tokens):
-        if i in (PAD_ID, BOS_ID, 1):
+        if i in (PAD_ID, BOS_ID, OOV_ID):
             continue
         if i == EOS_ID or not vocab.is_word(i):
             bias[i] = top
