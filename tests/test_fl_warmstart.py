@@ -59,15 +59,22 @@ def test_pretrain_records_public_text_and_vocabulary(stores):
     assert config["data"]["vocab_sha256"] == phones_vocab
 
 
-def test_train_init_from_starts_at_the_pretrained_weights(stores):
+@pytest.fixture(scope="module")
+def still_runs(stores):
+    """A warm-started and a random-start run whose one round moves no weight measurably
+    (learning rates 1e-9): each final model is its initial one."""
     tmp, phones, _, pretrain = stores
-    # Learning rates so small that one round moves no weight measurably: the final model is
-    # the initial one, which must be the pretrained model and not the seeded random one.
     still = ["--rounds", "1", "--server-optimizer", "sgd", "--server-lr", "1e-9",
              "--client-lr", "1e-9"]
     fedkb("train", "--data", phones, "--out", tmp / "warm", *FAST_TRAIN_FLAGS, *still,
           "--init-from", pretrain)
     fedkb("train", "--data", phones, "--out", tmp / "cold", *FAST_TRAIN_FLAGS, *still)
+    return tmp / "warm", tmp / "cold"
+
+
+def test_train_init_from_starts_at_the_pretrained_weights(stores, still_runs):
+    tmp, phones, _, pretrain = stores
+    # The final model is the initial one: it must be the pretrained model, not the random one.
     pretrained = weights_of(pretrain / "final_model.weights.h5")
     warm = weights_of(tmp / "warm" / "final_model.weights.h5")
     cold = weights_of(tmp / "cold" / "final_model.weights.h5")
@@ -123,7 +130,7 @@ def test_refuses_another_vocabulary(stores):
     assert len(done.stderr.strip().splitlines()) == 1 and not (tmp / "vocab_run").exists()
 
 
-def test_eval_baselines_start_from_the_runs_init(stores, monkeypatch):
+def test_eval_baselines_start_from_the_runs_init(stores, still_runs, monkeypatch):
     tmp, _, _, pretrain = stores
     from fl_pipeline import evaluate
 
