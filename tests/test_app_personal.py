@@ -379,14 +379,30 @@ def test_learner_config_is_checked():
 # contexts kept its top word. Fewer steps (1-3 epochs, no min_steps) kept at most 6 of 11 and
 # then 3 x PHRASE no longer taught "order"; zeroing the adapter kept 11 but learned nothing;
 # mixing in "anchor" examples (contexts sampled from the federated model, its own top word as
-# target) kept 5 of 11. Not fixed yet.
+# target) kept 5 of 11.
+# Issue 15 (never worse), measured with /tmp scripts on the same tiny model, "game" after
+# "See you at the " / unrelated kept / 5 x PHRASE still teaches "order":
+#   defaults                      game  1/11  yes      zero the bias afterwards   game  1/11  yes
+#   zero adapter_up afterwards    -    11/11  no       scale bias+adapter_up 0.5  -     1/11  no
+#   scale 0.8                     game  1/11  yes      15 or 25 steps             -   1-2/11  no
+#   distillation anchors (sentences sampled from the shared model, targets sampled from
+#   its distribution, i.e. hard-label KL toward it), per user example: x1 game 0/11 yes,
+#   x2 - 0/11 yes, x3 game 4/11 no, x5 game 3/11 no, x10 - 1/11 no; x5 with argmax targets
+#   game 3/11 yes; x3 + scale 0.8 - 6/11 no.
+# The adapter does the damage (zeroing the bias changes nothing), and in the tiny model's
+# synthetic language the next word depends on the previous word only, so "What do you " looks
+# like "See you " and "This is the " like "at the ": learning "you -> at" and "the -> game" moves
+# them too. No setting above learns the phrase and keeps all 11; still open. What protects a
+# user now is the never-worse check: a layer that costs keystrokes on their newest messages is
+# not used (test_a_user_whose_recent_messages_are_unlike_...).
 SIMILAR = ["See you at the game.", "See you at the game later.", "Going to the game.",
            "See you at the game tonight.", "Meet me at the game.", "See you at the game!"]
 UNRELATED = ["I would like to ", "What do you ", "It is a ", "We need to ", "This is the ",
              "How are ", "Can you ", "I think that ", "They said ", "My ", "Thanks for the "]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12: a small pass still changes unrelated contexts")
+@pytest.mark.xfail(strict=True, reason="issue 12: a small pass still changes unrelated contexts "
+                   "(the never-worse check does not reject it: its held-back messages are similar)")
 def test_a_small_pass_keeps_the_federated_top_word_in_unrelated_contexts(tiny_model_dir, user_dir):
     session = open_session(tiny_model_dir, user_dir, fine_tune_every=100)
     federated = {context: ranked_after(session, context, 1) for context in UNRELATED}
