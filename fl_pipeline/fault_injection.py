@@ -37,7 +37,8 @@ def _event_path(event: str, args: tuple) -> str | None:
     if event == "os.rename":
         return os.fsdecode(args[1])
     if event in ("os.remove", "shutil.rmtree"):
-        return os.fsdecode(args[0])
+        path = os.fsdecode(args[0])
+        return path if os.path.lexists(path) else None  # deleting nothing writes nothing
     return None
 
 

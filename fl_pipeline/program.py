@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from datasets.errors import FedKBError
 from datasets.layout import fedkb_command
 from fl_pipeline.checkpoint_manifest import usable_versions
-from fl_pipeline.checkpoints import CheckpointManager, VerifiedStateManager
+from fl_pipeline.checkpoints import CheckpointManager, EvaluationState, VerifiedStateManager
 from fl_pipeline.client_data import SeededClientDataSource
 from fl_pipeline.config import TrainConfig
 from fl_pipeline.execution import WorkerError, federated_context
@@ -207,7 +207,9 @@ async def _train(run_dir: Path, store, model_config: ModelConfig, config: TrainC
     evaluation_manager = tff.learning.programs.EvaluationManager(
         data_source=SeededClientDataSource(heldout_ids, config.seed),
         aggregated_metrics_manager=eval_metrics,
-        create_state_manager_fn=lambda name: VerifiedStateManager(checkpoints / name),
+        create_state_manager_fn=lambda name: (
+            EvaluationState if name.startswith("evaluation_of_") else VerifiedStateManager)(
+                checkpoints / name),
         create_process_fn=lambda name: (evaluation, None),
         cohort_size=min(config.eval_clients, len(heldout_ids)),
         duration=datetime.timedelta(0),  # one evaluation round per checkpoint

@@ -428,28 +428,30 @@ def test_a_run_killed_at_any_write_resumes_to_exactly_the_uninterrupted_run(
     uninterrupted run's, every TensorBoard step present with one value, and
     the same final weights.
 
-    The reference run writes its first 7 files setting the run up (vocab,
-    config, worker log, checkpoint 0), then about 11 per round; each kill
-    below lands within a round or two of where its process resumed, so the
-    run reaches its end only in the last process."""
+    A run killed while it is set up (before its first checkpoint) cannot be
+    resumed and is started again with the same `train --out`. After that the
+    reference run writes about 11 files per round; each kill below lands
+    within a round or two of where its process resumed, so the run reaches
+    its end only in the last process."""
     reference, _ = faulty_run
     run_dir = tmp_path / "run"
     rng = random.Random(0)
-    kills = [
-        f"{rng.randint(8, 18)}",            # some write or rename in round 1 or 2
-        "1:COMPLETE.partial",               # inside a checkpoint: state written, manifest not
-        f"{rng.randint(1, 3)}:metrics.csv",  # a metrics row (training or held-out)
-        "2:COMPLETE",                       # a manifest about to be renamed into place
-        f"{rng.randint(1, 6)}",             # whatever comes first after resuming
-        "1:final_model.weights.h5",         # the final weights about to be renamed into place
-        "1:summary",                        # training done, summary.json not yet written
+    start = ["train", "--data", data_dir, "--out", run_dir, *FLAGS]
+    resume = ["train", "--resume", run_dir]
+    steps = [
+        (start, "1:config"),                        # setting the run up: config.json not yet in place
+        (start, f"{rng.randint(5, 14)}"),            # after config.json (event 4): round 1 or 2
+        (resume, "1:COMPLETE.partial"),             # inside a checkpoint: state written, manifest not
+        (resume, f"{rng.randint(1, 3)}:metrics.csv"),  # a metrics row (training or held-out)
+        (resume, "2:COMPLETE"),                     # a manifest about to be renamed into place
+        (resume, f"{rng.randint(1, 6)}"),            # whatever comes first after resuming
+        (resume, "1:final_model.weights.h5"),       # the final weights about to be renamed into place
+        (resume, "1:summary"),                      # training done, summary.json not yet written
     ]
-    first = ["train", "--data", data_dir, "--out", run_dir, *FLAGS]
-    for n, kill_at in enumerate(kills):
-        args = first if n == 0 else ["train", "--resume", run_dir]
+    for args, kill_at in steps:
         out = fedkb(*args, check=False, env=fault_env(run_dir, kill_at=kill_at))
         assert out.returncode == -signal.SIGKILL, (kill_at, out.returncode, out.stderr[-3000:])
-    fedkb("train", "--resume", run_dir)
+    fedkb(*resume)
 
     assert_rows_equal(metrics_rows(run_dir), metrics_rows(reference))
     for name in ("eval_metrics.csv",):
