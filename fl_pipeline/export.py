@@ -395,7 +395,9 @@ def export_is_current(run_dir: str | Path, out_dir: str | Path, *, quantize: boo
     this run's summary, settings and final weights (by SHA-256) and the same
     quantization, so exporting again would write the same model.
     """
-    from keyboard_app.model_dir import read_model_dir  # TODO(issue 13): the demo's check, not export's
+    # The app's own checks, imported here only: the demo asks this; export itself never
+    # imports the device package (it shares models/contract.py with it instead).
+    from keyboard_app.model_dir import read_model_dir
 
     run_dir = Path(run_dir)
     try:
