@@ -269,7 +269,9 @@ def train_in_background(data_dir: Path, run_dir: Path, *extra: str,
     itself at that event (`fault_injection`), so a machine's speed cannot
     move the fault to another round."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3",
-           **fault_env(run_dir, stop_after=f"program_state_{until_round}/COMPLETE")}
+           # The full path: checkpoints/eval_manager/program_state_N/COMPLETE ends the same way.
+           **fault_env(run_dir, stop_after=run_dir / "checkpoints" / f"program_state_{until_round}"
+                       / "COMPLETE")}
     process = subprocess.Popen([sys.executable, "-m", "fl_pipeline.cli", "train", "--data",
                                 str(data_dir), "--out", str(run_dir), *FLAGS, *extra],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
