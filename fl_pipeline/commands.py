@@ -55,7 +55,8 @@ def train_config_from_args(args: argparse.Namespace) -> "TrainConfig":
     if args.workers:
         overrides["workers"] = tuple(w.strip() for w in args.workers.split(",") if w.strip())
     try:
-        return TrainConfig(secure_agg=args.secure_agg, compress=args.compress, **overrides)
+        return TrainConfig(secure_agg=args.secure_agg, compress=args.compress,
+                           clip_updates=args.clip_updates, **overrides)
     except ValueError as e:
         raise FedKBError(str(e).replace("TrainConfig.", "--").replace("_", "-")) from None
 
