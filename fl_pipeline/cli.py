@@ -174,6 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="train with differential privacy (tff.learning.dp_aggregator)")
     train.add_argument("--secure-agg", action="store_true", help="tff.learning.secure_aggregator")
     train.add_argument("--compress", action="store_true", help="tff.learning.compression_aggregator")
+    train.add_argument("--no-update-clipping", dest="clip_updates", action="store_false",
+                       help="plain FedAvg: do not bound client updates on the default path "
+                       "(tff.learning.robust_aggregator); for comparisons and `fedkb audit`")
     setting("--dropout", type=float, metavar="P",
             help="each sampled client fails mid-round with probability P, simulated and seeded")
     setting("--over-select", type=float, metavar="F",

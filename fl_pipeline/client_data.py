@@ -56,7 +56,7 @@ class SeededClientIterator(tff.program.FederatedDataSourceIterator):
     FedKB simulates a real fleet (`participation.plan_round`): it invites
     ceil(over_select x k) clients, drops those that fail mid-round, and
     returns the first k to report, or no client at all when too few
-    reported and the round is skipped (`SkipEmptyRounds` then keeps the
+    reported and the round is skipped (`SkipBadRounds` then keeps the
     state). Round r of seed s always gives the same cohort, and the
     iterator state (ids, seed, round, fault settings) is saved with the
     program state, so a resumed run replays the same faults."""

@@ -56,7 +56,8 @@ def train_config_from_args(args: argparse.Namespace) -> "TrainConfig":
     if args.workers:
         overrides["workers"] = tuple(w.strip() for w in args.workers.split(",") if w.strip())
     try:
-        return TrainConfig(secure_agg=args.secure_agg, compress=args.compress, **overrides)
+        return TrainConfig(secure_agg=args.secure_agg, compress=args.compress,
+                           clip_updates=args.clip_updates, **overrides)
     except ValueError as e:
         raise FedKBError(str(e).replace("TrainConfig.", "--").replace("_", "-")) from None
 
@@ -83,6 +84,9 @@ def run_train(args: argparse.Namespace) -> int:
               f"{participation['late_reports_discarded']} late reports discarded, "
               f"{len(participation['skipped_rounds'])} of {summary['rounds']} rounds skipped "
               f"(fewer than {participation['min_reports']} reports)")
+    if summary.get("diverged_round_count"):
+        print(f"{summary['diverged_round_count']} of {summary['rounds']} rounds diverged and were "
+              f"skipped (rounds {', '.join(map(str, summary['diverged_rounds']))})")
     if summary["dp"]:
         print(f"differential privacy: epsilon {summary['dp']['epsilon']:.2f} "
               f"at delta {summary['dp']['delta']:.1e}")

@@ -41,6 +41,10 @@ class TrainConfig:
     worker_timeout: float = 30.0  # seconds a remote worker may be unreachable before the run stops
     dropout: float = 0.0  # chance that a sampled client fails mid-round (simulated, seeded)
     over_select: float = 1.0  # invite ceil(over_select x clients_per_round), aggregate the first reports
+    # Bound each client's update on the default path (process.model_update_aggregator).
+    # Runs from before the bound had none, and their checkpoints no aggregator
+    # state: their config.json lacks the field and reads as False (`from_json`).
+    clip_updates: bool = True
 
     def __post_init__(self):
         for name in ("rounds", "clients_per_round", "local_epochs", "batch_size",
@@ -89,4 +93,4 @@ class TrainConfig:
 
     @classmethod
     def from_json(cls, data: dict) -> "TrainConfig":
-        return cls(**{**data, "workers": tuple(data.get("workers", ()))})
+        return cls(**{"clip_updates": False, **data, "workers": tuple(data.get("workers", ()))})

@@ -27,13 +27,13 @@ from tqdm.auto import tqdm
 from datasets.errors import FedKBError
 from datasets.layout import fedkb_command
 from fl_pipeline.checkpoint_manifest import usable_versions
-from fl_pipeline.checkpoints import CheckpointManager, VerifiedStateManager
+from fl_pipeline.checkpoints import CheckpointManager, EvaluationState, VerifiedStateManager
 from fl_pipeline.client_data import SeededClientDataSource
 from fl_pipeline.config import TrainConfig
 from fl_pipeline.execution import WorkerError, federated_context
 from fl_pipeline.participation import min_reports, plan_round
-from fl_pipeline.process import (SkipEmptyRounds, build_evaluation_process,
-                                 build_training_process)
+from fl_pipeline.process import (SkipBadRounds, build_evaluation_process,
+                                 build_training_process, divergence)
 from fl_pipeline.releases import (KerasWeightsRelease, ReleaseBarrier, RoundsCSV,
                                   TensorBoardScalars)
 from fl_pipeline.run import init_weights
@@ -71,7 +71,7 @@ class RunDirWriteError(FedKBError):
 class WithParticipation(tff.program.ReleaseManager):
     """Adds each round's participation (sampled, failed, late, aggregated,
     skipped) to its training metrics, replayed from the seed, and says when
-    a round was skipped."""
+    a round was skipped or diverged (`SkipBadRounds`)."""
 
     def __init__(self, inner: tff.program.ReleaseManager, client_ids, clients_per_round: int,
                  config: TrainConfig, progress: "ProgressBar"):
@@ -89,6 +89,13 @@ class WithParticipation(tff.program.ReleaseManager):
             self._progress.note(f"round {key} skipped: {reported} of {len(plan.sampled)} invited "
                                 f"clients reported, {min_reports(self._k)} needed; the model is "
                                 "unchanged")
+        if find_metric(value, "diverged"):
+            reasons = divergence(float(find_metric(value, "token_loss")),
+                                 bool(find_metric(value, "update_non_finite")),
+                                 float(find_metric(value, "reference_loss")),
+                                 use_client_loss=self._config.dp_noise_multiplier is None)
+            self._progress.note(f"round {key} diverged and was skipped: {' and '.join(reasons)}; "
+                                "the model is unchanged")
         await self._inner.release({**value, "participation": plan.counts()}, key)
 
 
@@ -106,7 +113,7 @@ class ProgressBar:
 
     def round_done(self, round_num: int, metrics) -> None:
         self.bar.update(round_num - self.bar.n)  # a resumed run starts past 0
-        if find_metric(metrics, "skipped"):  # nothing was trained: no loss to show
+        if find_metric(metrics, "skipped") or find_metric(metrics, "diverged"):  # nothing applied
             self.skipped += 1
             self.postfix["skipped"] = str(self.skipped)
         else:
@@ -156,7 +163,7 @@ def find_metric(structure, name: str):
 
 async def _train(run_dir: Path, store, model_config: ModelConfig, config: TrainConfig,
                  progress: ProgressBar) -> None:
-    training = build_training_process(model_config, config, store.client_data("train"))
+    fed_avg = build_training_process(model_config, config, store.client_data("train"))
     evaluation = build_evaluation_process(model_config, store.client_data("heldout_future"))
     train_ids = store.client_ids("train")
     heldout_ids = store.client_ids("heldout_future")
@@ -172,8 +179,8 @@ async def _train(run_dir: Path, store, model_config: ModelConfig, config: TrainC
     if warm_start is not None:
         initial_model.load_weights(str(warm_start))
     initial_weights = tff.learning.models.ModelWeights.from_model(initial_model)
-    state = await tff.program.materialize_value(training.initialize())
-    state = await tff.program.materialize_value(training.set_model_weights(state, initial_weights))
+    state = await tff.program.materialize_value(fed_avg.initialize())
+    state = await tff.program.materialize_value(fed_avg.set_model_weights(state, initial_weights))
 
     checkpoints = run_dir / "checkpoints"
     barrier = ReleaseBarrier()  # a checkpoint waits for its rounds' releases (`releases`)
@@ -190,6 +197,9 @@ async def _train(run_dir: Path, store, model_config: ModelConfig, config: TrainC
         rows.forget_after(resumed_from)
     if resumed_from:
         await drop_evaluations_after(checkpoints, resumed_from)
+    training = SkipBadRounds(fed_avg, vocab_size=model_config.vocab_size,
+                             use_client_loss=config.dp_noise_multiplier is None,
+                             past_rounds=train_csv.rows())
     train_metrics = barrier.track(WithParticipation(tff.program.GroupingReleaseManager([
         train_csv,
         TensorBoardScalars(run_dir / "tensorboard" / "train"),
@@ -203,13 +213,15 @@ async def _train(run_dir: Path, store, model_config: ModelConfig, config: TrainC
     evaluation_manager = tff.learning.programs.EvaluationManager(
         data_source=SeededClientDataSource(heldout_ids, config.seed),
         aggregated_metrics_manager=eval_metrics,
-        create_state_manager_fn=lambda name: VerifiedStateManager(checkpoints / name),
+        create_state_manager_fn=lambda name: (
+            EvaluationState if name.startswith("evaluation_of_") else VerifiedStateManager)(
+                checkpoints / name),
         create_process_fn=lambda name: (evaluation, None),
         cohort_size=min(config.eval_clients, len(heldout_ids)),
         duration=datetime.timedelta(0),  # one evaluation round per checkpoint
     )
     await tff.learning.programs.train_model(
-        train_process=SkipEmptyRounds(training),
+        train_process=training,
         initial_train_state=state,
         train_data_source=train_data,
         train_per_round_clients=per_round,

@@ -80,6 +80,10 @@ class RoundsCSV(tff.program.ReleaseManager):
             with open(path, newline="", encoding="utf-8") as f:
                 self._rows = {int(row[self.KEY]): row for row in csv.DictReader(f)}
 
+    def rows(self) -> list[dict]:
+        """The rows so far, oldest round first."""
+        return [self._rows[key] for key in sorted(self._rows)]
+
     def forget_after(self, last_round: int) -> None:
         """Drops the rows of rounds after `last_round`: a resume trains them again."""
         if any(key > last_round for key in self._rows):

@@ -11,7 +11,7 @@
       tensorboard/           the same metrics as TensorBoard events
       final_model.weights.h5 Keras weights of the final model
       summary.json           rounds, clients, examples, final metrics, time, bytes, privacy,
-                             participation (failed clients, skipped rounds)
+                             participation (failed clients, skipped rounds), diverged rounds
       worker.log             the TFF worker's own log
 """
 
@@ -237,8 +237,11 @@ def summarize(run_dir: Path, store, model_config: ModelConfig, config: TrainConf
     per_round = min(config.clients_per_round, len(train_ids))
     plans = plan_rounds(train_ids, config.seed, config.rounds, per_round, config.dropout,
                         config.over_select)
-    clients_seen = {client for plan in plans for client in plan.aggregated}
     rounds = read_metrics_csv(run_dir / "metrics.csv")
+    # Rounds `SkipBadRounds` dropped because they diverged: their updates never reached the model.
+    diverged = [int(r["round"]) for r in rounds if metric_column(r, "diverged")]
+    clients_seen = {client for plan in plans if plan.round_num not in diverged
+                    for client in plan.aggregated}
     evaluations = read_metrics_csv(run_dir / "eval_metrics.csv")
     final = evaluations[-1] if evaluations else {}
     heldout = {name: metric_column(final, name)
@@ -268,6 +271,8 @@ def summarize(run_dir: Path, store, model_config: ModelConfig, config: TrainConf
         "wall_time_s": wall_time_s,
         "upload_bytes_per_client_per_round": upload_bytes(sizes, config.compress),
         "participation": participation_summary(plans, per_round, config.dropout, config.over_select),
+        "diverged_rounds": diverged,
+        "diverged_round_count": len(diverged),
         "raw_text_bytes_of_training_clients": store.stats.get("splits", {}).get("train", {}).get("utf8_bytes"),
         "vocab_sha256": store.vocab.sha256,
         "init": read_json(run_dir / "config.json").get("init"),

@@ -220,7 +220,7 @@ class FedKBApp(App):
     def forget(self) -> None:
         self.session.forget()
         self.flash("Deleted: your messages, stored ones and on screen, and your personal "
-                   "weights. Suggestions come from the federated model.")
+                   "weights. Suggestions come from the shared model.")
         self._show()
 
     def flash(self, text: str) -> None:
@@ -294,7 +294,9 @@ class FedKBApp(App):
         self.personalized = learner.personalized
         self.personal_text = "\n".join(describe_personal(
             learner.stats, learning=learner.learning, personalized=learner.personalized,
-            stored_messages=len(learner.messages), busy=learner.busy)) + "\n\n" + HIT_EXPLANATION
+            stored_messages=len(learner.messages), busy=learner.busy,
+            refit_pending=learner.refit_pending, min_messages=learner.config.min_messages)
+        ) + "\n\n" + HIT_EXPLANATION
         if learner.notices:
             self.notice = "\n".join(learner.notices)
             learner.notices.clear()

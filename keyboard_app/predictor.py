@@ -91,7 +91,7 @@ class Predictor:
         self._lock = threading.Lock()
         model_path = self.model_dir / MODEL_FILE
         try:
-            # From the buffer already hashed, never from the path (see DESIGN.md).
+            # From the buffer already hashed, never from the path (see docs/DESIGN.md).
             self._interpreter = Interpreter(model_content=checked.model_bytes)
         except (ValueError, RuntimeError) as e:
             raise ModelDirError(f"{model_path}: LiteRT cannot load it ({_first_line(e)}); "

@@ -24,7 +24,9 @@ FAST_TRAIN_FLAGS = ["--embedding-dim", "8", "--lstm-units", "16", "--clients-per
                     "--client-lr", "0.5", "--server-lr", "0.05"]
 
 
-def write_corpus(path: Path, clients: int = 24, texts_per_client: int = 8) -> Path:
+def write_corpus(path: Path, clients: int = 24, texts_per_client: int = 8,
+                 extra: dict[str, list[str]] | None = None) -> Path:
+    """The topic corpus, plus `extra` clients' texts (client id -> texts)."""
     topics = list(TOPICS)
     with open(path, "w") as f:
         for c in range(clients):
@@ -33,6 +35,9 @@ def write_corpus(path: Path, clients: int = 24, texts_per_client: int = 8) -> Pa
             for t in range(texts_per_client):
                 sentence = topic[t % len(topic)] if t % 4 else other[t % len(other)]
                 f.write(json.dumps({"client_id": f"phone-{c:02d}", "text": sentence}) + "\n")
+        for client_id, texts in (extra or {}).items():
+            for text in texts:
+                f.write(json.dumps({"client_id": client_id, "text": text}) + "\n")
     return path
 
 
@@ -49,13 +54,13 @@ def fedkb(*args: str, timeout: float = 600, check: bool = True,
 
 def fault_env(run_dir: Path, **settings: object) -> dict[str, str]:
     """The environment of `fl_pipeline.fault_injection`: watch `run_dir`, and
-    e.g. kill_at="3:metrics.csv" or stop_after="program_state_2/COMPLETE"."""
+    e.g. kill_at="3:metrics.csv" or stop_after=run_dir / "checkpoints/program_state_2/COMPLETE"."""
     return {"FEDKB_TEST_WATCH_DIR": str(run_dir),
             **{f"FEDKB_TEST_{name.upper()}": str(value) for name, value in settings.items()}}
 
 
-def prepare_corpus(tmp: Path) -> Path:
-    corpus = write_corpus(tmp / "corpus.jsonl")
+def prepare_corpus(tmp: Path, extra: dict[str, list[str]] | None = None) -> Path:
+    corpus = write_corpus(tmp / "corpus.jsonl", extra=extra)
     data = tmp / "data"
     fedkb("data", "prepare", "--corpus", corpus, "--out", data, "--vocab-from-data",
           "--vocab-size", "64", "--seq-len", "8", "--heldout-fraction", "0.25", "--seed", "1")

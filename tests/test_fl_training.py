@@ -48,6 +48,7 @@ def test_training_writes_a_complete_run_directory(trained_run):
     assert summary["rounds"] == 6 and summary["clients_per_round"] == 4
     assert 4 <= summary["clients_seen"] <= summary["training_clients"]
     assert summary["examples"] > 0 and summary["dp"] is None
+    assert summary["diverged_rounds"] == [] and summary["diverged_round_count"] == 0
     assert summary["upload_bytes_per_client_per_round"] > 4 * summary["model_parameters"]
     heldout = summary["final_metrics"]["heldout"]
     assert 0 <= heldout["top1_accuracy"] <= heldout["top3_accuracy"] <= 1
