@@ -106,8 +106,8 @@ def pretrain(public_dir: Path, out: Path, config: PretrainConfig = PretrainConfi
     if for_data is not None:  # check the phones' store now, not after minutes of training
         phones = open_store(for_data)
         check_public(corpus_name(store), store.vocab.sha256, phones, f"{public_dir}")
-    if (out / WEIGHTS).exists():
-        raise InitError(f"{out} already holds a pretrained model; choose another --out")
+    if out.exists():
+        raise InitError(f"{out} already exists; choose another --out")
     model_config = ModelConfig(vocab_size=len(store.vocab), seq_len=store.seq_len,
                                **(model_overrides or {}))
     from fl_pipeline.baselines import score_keras, train_centralized
@@ -126,11 +126,15 @@ def pretrain(public_dir: Path, out: Path, config: PretrainConfig = PretrainConfi
     heldout = score_keras(model, to_model_batches(
         store.client_data("heldout_future").create_tf_dataset_from_all_clients(),
         batch_size=64)).result()
+    # Written next to `out`, then renamed: a crash leaves no half directory that
+    # `fedkb demo` would take for a finished pretraining (or refuse to overwrite).
+    partial = out.with_name(out.name + ".partial")
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(store.data_dir / "vocab.json", out / "vocab.json")
-        model.save_weights(str(out / WEIGHTS))
-        write_json(out / "config.json", {
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        shutil.copyfile(store.data_dir / "vocab.json", partial / "vocab.json")
+        model.save_weights(str(partial / WEIGHTS))
+        write_json(partial / "config.json", {
             "kind": "pretrain",
             "model": model_config.to_json(),
             "pretrain": {**config.__dict__},
@@ -142,9 +146,10 @@ def pretrain(public_dir: Path, out: Path, config: PretrainConfig = PretrainConfi
                    "examples": (config.examples // config.batch_size) * config.batch_size,
                    "wall_time_s": time.monotonic() - started,
                    "heldout_of_public_store": heldout.to_json(),
-                   "weights_sha256": file_sha256(out / WEIGHTS),
+                   "weights_sha256": file_sha256(partial / WEIGHTS),
                    "initial_bias": "wordfreq unigram" if config.unigram_bias else "zeros"}
-        write_json(out / "summary.json", summary)
+        write_json(partial / "summary.json", summary)
+        partial.rename(out)
     except OSError as e:
         raise InitError(f"{out}: cannot write ({e.strerror})") from None
     return summary
