@@ -80,6 +80,17 @@ def test_demo_then_every_printed_and_quick_start_command(tmp_path):
     assert "5/5 using the model in runs/demo/model, exported from this run" in second.stdout
     assert card.read_bytes() == exported  # not exported again
 
+    # The demo model on chat from another source (issue 14 §3), typed by the model and by an
+    # n-gram and a bigram counted from the phones' text.
+    (tmp_path / "other.txt").write_text("see you tomorrow\nhow are you doing today\n")
+    other = shell(".venv/bin/python -m fl_pipeline.bench.other_chat runs/demo/model runs/demo/run "
+                  "other.txt --out other.json", tmp_path)
+    assert other.returncode == 0, other.stderr[-3000:]
+    report = json.loads((tmp_path / "other.json").read_text())
+    assert report["messages"] == 2 and set(report["models"]) == {"federated (TFLite)", "n-gram",
+                                                                  "bigram"}
+    assert all(row["words"] == 7 and 0 <= row["ksr"] < 1 for row in report["models"].values())
+
     from fl_pipeline.export import export_is_current
 
     run_dir, model_dir = tmp_path / "runs" / "demo" / "run", tmp_path / "runs" / "demo" / "model"

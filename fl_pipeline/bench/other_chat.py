@@ -68,6 +68,13 @@ def main() -> None:
     parser.add_argument("texts", type=Path, nargs="+")
     parser.add_argument("--out", type=Path, default=None, help="also write the report here (JSON)")
     args = parser.parse_args()
+    for path in args.texts:
+        try:
+            if not read_messages(path):
+                parser.error(f"{path}: no messages (a ChatterBot .yml with `conversations:`, "
+                             "or a .txt with one message per line)")
+        except (OSError, UnicodeDecodeError) as e:
+            parser.error(f"{path}: cannot read it ({getattr(e, 'strerror', None) or e})")
     report = check(args.model_dir, args.run_dir, args.texts)
     print(f"{report['messages']} messages from {len(args.texts)} file(s); n-gram and bigram "
           f"counted from {report['counted_from']}")
