@@ -1,14 +1,15 @@
-"""`fedkb demo`: the whole pipeline on real typed chat, then the app.
+"""`fedkb demo`: the whole pipeline, then the app.
 
 Each stage reuses what an earlier demo left in the output folder (prepared
 data, a finished or interrupted run, an export of that run's final weights),
 so running it again goes straight to the app and an interrupted demo picks
 up where it stopped.
 
-By default the phones hold chitchat (real typed chat) and the server first
-pretrains the model on the built-in fortunes, public text (`fedkb pretrain`,
-then `fedkb train --init-from`); `--corpus fortunes` is the old demo, from a
-random start.
+By default the phones hold the built-in fortunes and train from a random
+start. With `--corpus chitchat` they hold real typed chat and the server
+first pretrains the model on the fortunes, public text (`fedkb pretrain`,
+then `fedkb train --init-from`); it is not the default because it takes
+about 45 minutes on 2 cores (README).
 
 `FEDKB_DEMO_TINY=1` runs the same stages on a toy scale (60 clients per
 corpus, 64 pretraining examples, 2 rounds of 3, an 8-dimensional model), for
@@ -69,7 +70,7 @@ def _stored_corpus(data_dir: Path) -> str | None:
     return stats.get("corpus", {}).get("name") or stats.get("config", {}).get("corpus")
 
 
-def run_demo(out: Path, tiny: bool = False, corpus: str = "chitchat") -> Path:
+def run_demo(out: Path, tiny: bool = False, corpus: str = "fortunes") -> Path:
     """Prepares, pretrains, trains, exports (each only if needed); returns the model directory."""
     from datasets.prepare import PrepareConfig, prepare
     from fl_pipeline import run

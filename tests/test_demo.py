@@ -50,7 +50,8 @@ def check_runs_as_printed(command: str, cwd: Path) -> None:
 
 def test_demo_then_every_printed_and_quick_start_command(tmp_path):
     (tmp_path / ".venv").symlink_to(CHECKOUT / ".venv")
-    first = shell(".venv/bin/fedkb demo", tmp_path, FEDKB_DEMO_TINY="1")
+    # The chitchat demo: its stages include the default (fortunes) demo's three.
+    first = shell(".venv/bin/fedkb demo --corpus chitchat", tmp_path, FEDKB_DEMO_TINY="1")
     assert first.returncode == 0, first.stderr[-3000:]
     assert "5/5 exporting to TFLite in runs/demo/model" in first.stdout
     assert "3/5 pretraining on the server on public fortunes text" in first.stdout
@@ -73,7 +74,10 @@ def test_demo_then_every_printed_and_quick_start_command(tmp_path):
 
     card = tmp_path / "runs" / "demo" / "model" / "model_card.json"
     exported = card.read_bytes()
-    second = shell(".venv/bin/fedkb demo --no-app", tmp_path, FEDKB_DEMO_TINY="1")
+    other = shell(".venv/bin/fedkb demo --no-app", tmp_path, FEDKB_DEMO_TINY="1")  # fortunes
+    assert other.returncode == 2 and len(other.stderr.strip().splitlines()) == 1
+    assert "holds a demo on 'chitchat'" in other.stderr and "--corpus chitchat" in other.stderr
+    second = shell(".venv/bin/fedkb demo --corpus chitchat --no-app", tmp_path, FEDKB_DEMO_TINY="1")
     assert second.returncode == 0, second.stderr[-3000:]
     assert "4/5 using the finished run" in second.stdout
     assert "3/5 using the pretrained model in runs/demo/pretrain" in second.stdout
@@ -89,7 +93,7 @@ def test_demo_then_every_printed_and_quick_start_command(tmp_path):
     report = json.loads((tmp_path / "other.json").read_text())
     assert report["messages"] == 2 and set(report["models"]) == {"federated (TFLite)", "n-gram",
                                                                   "bigram"}
-    assert all(row["words"] == 7 and 0 <= row["ksr"] < 1 for row in report["models"].values())
+    assert all(row["words"] == 8 and row["ksr"] < 1 for row in report["models"].values())
 
     from fl_pipeline.export import export_is_current
 
