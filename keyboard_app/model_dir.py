@@ -20,7 +20,7 @@ from datasets.layout import DEMO_MODEL_DIR, fedkb_command
 from datasets.vocab import Vocabulary, VocabularyError
 # What `fedkb export` writes and this module checks: one contract, in models/.
 from models.contract import (CARD_FILE, CARD_FORMAT, CARD_FORMAT_VERSION, MODEL_FILE,
-                             PERSONAL_TENSORS, SIGNATURES, TFLITE_IDENTIFIER, VOCAB_FILE,
+                             TFLITE_IDENTIFIER, VOCAB_FILE,
                              TensorSpec, expected_signatures, sha256_file_bytes)
 
 

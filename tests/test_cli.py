@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from fl_pipeline.cli import build_parser, main
+from fl_pipeline.cli import build_parser
 
 SUBCOMMANDS = ["data", "pretrain", "train", "eval", "export", "predict", "app", "worker", "audit", "bench", "demo"]
 
