@@ -95,7 +95,7 @@ class KeyRow(BoxLayout):
 
 
 class Conversation(BoxLayout):
-    """The sent messages, newest at the bottom."""
+    """The sent messages, newest at the bottom, followed by the ScrollView around it."""
 
     messages = ListProperty()
 
@@ -107,14 +107,11 @@ class Conversation(BoxLayout):
             self.clear_widgets()
             for text in messages:
                 self.add_widget(MessageBubble(text=text))
-        self.scroll_to_newest()
 
-    def scroll_to_newest(self, *_args) -> None:
-        """Scrolls the ScrollView around it to the bottom, now and once the new bubble has its size."""
+    def on_height(self, *_args) -> None:
+        """Scrolls to the bottom whenever a bubble is added or takes its size, however many frames that takes."""
         if self.parent is not None:
             self.parent.scroll_y = 0
-        if not _args:
-            Clock.schedule_once(self.scroll_to_newest, 0)
 
 
 class FedKBApp(App):

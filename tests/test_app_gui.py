@@ -231,6 +231,16 @@ def _scenario_main(name: str, model_dir: str, user_dir: str, out_dir: str) -> No
         for _ in range(n):
             yield
 
+    def settled(widget, limit: int = 300):
+        """Frames until the widget's layout stops changing (by frames, not by the clock: a slow machine waits longer)."""
+        last = None
+        for _ in range(limit):
+            now = (tuple(widget.size), tuple(tuple(child.size) + tuple(child.pos) for child in widget.children))
+            if now == last:
+                return
+            last = now
+            yield
+
     def typing():
         yield from frames(2)
         result["start_suggestions"] = list(app.suggestions)
@@ -352,10 +362,12 @@ def _scenario_main(name: str, model_dir: str, user_dir: str, out_dir: str) -> No
         yield from frames(2)
         view = next(w for w in app.root.current_screen.walk() if type(w).__name__ == "ScrollView")
         for n in range(12):
+            if n == 11:
+                view.scroll_y = 1  # the user scrolled up to the oldest message before sending the last
             yield from tap_keys("message " + "abcdefghijkl"[n])
             tap(key("send"))
             yield from frames(2)
-        yield from frames(2)
+        yield from settled(view.children[0])
         bubbles = {w.text: w for w in view.walk() if isinstance(w, MessageBubble)}
         result["overflowing"] = view.children[0].height > view.height
         result["newest_visible"] = visible(bubbles[app.conversation[-1]], view)
