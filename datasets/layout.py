@@ -36,6 +36,7 @@ DEMO_DATA_DIR, DEMO_RUN_DIR, DEMO_MODEL_DIR = demo_paths()
 # Where the writing commands put their output unless told otherwise.
 DATA_DIR = Path("runs/data")      # fedkb data prepare --out
 RUN_DIR = Path("runs/train")      # fedkb train --out
+PRETRAIN_DIR = Path("runs/pretrain")  # fedkb pretrain --out
 MODEL_DIR = Path("runs/model")    # fedkb export --out
 BENCH_DIR = Path("runs/bench")    # fedkb bench --out
 

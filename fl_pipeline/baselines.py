@@ -90,14 +90,18 @@ def train_centralized(model_config: ModelConfig, pooled: tf.data.Dataset, *, exa
                       batch_size: int, learning_rate: float = 2e-3, seed: int = 0,
                       show_progress: bool = True,
                       on_checkpoint: Callable[[int, tf.keras.Model], None] | None = None,
-                      checkpoint_at: Sequence[int] = ()) -> tf.keras.Model:
-    """The same model on the pooled text for `examples` example passes (Adam).
+                      checkpoint_at: Sequence[int] = (),
+                      initial_weights: list | None = None) -> tf.keras.Model:
+    """The same model on the pooled text for `examples` example passes (Adam), from
+    `initial_weights` (a warm start, e.g. the federated run's) or the seeded random init.
 
     `on_checkpoint(examples_seen, model)` runs after the step that reaches
     each of the example counts in `checkpoint_at` (counts past the last step
     are skipped), e.g. to score the model along the way for a learning curve.
     """
     model = build_model(model_config, seed=seed)
+    if initial_weights is not None:
+        model.set_weights(initial_weights)
     optimizer = tf.keras.optimizers.Adam(learning_rate)
     steps = max(1, examples // batch_size)
     batches = to_model_batches(pooled.shuffle(10_000, seed=seed).repeat(), batch_size=batch_size)
@@ -131,13 +135,17 @@ def train_step(model: tf.keras.Model, optimizer: tf.keras.optimizers.Optimizer):
 def score_local_only(model_config: ModelConfig, past, future, client_ids: list[str], *,
                      batch_size: int, learning_rate: float, epochs: int = 5, seed: int = 0,
                      show_progress: bool = True,
-                     on_client: Callable[[str, Callable], None] | None = None) -> Score:
-    """Each client trains a fresh copy of the model on its own past texts only (SGD).
+                     on_client: Callable[[str, Callable], None] | None = None,
+                     initial_weights: list | None = None) -> Score:
+    """Each client trains a fresh copy of the model on its own past texts only (SGD),
+    from `initial_weights` (the federated run's warm start) or the seeded random init.
 
     `on_client(client_id, predict)` runs after each client's training, with
     its model's forward pass (x [B, T] -> logits), e.g. for keyboard metrics.
     """
     model = build_model(model_config, seed=seed)
+    if initial_weights is not None:
+        model.set_weights(initial_weights)
     initial = model.get_weights()
     step = train_step(model, tf.keras.optimizers.SGD(learning_rate))  # SGD: no state to reset
     predict = predictor(model)

@@ -22,7 +22,7 @@ from fl_pipeline.checkpoint_manifest import (PREFIX, CheckpointError, damage, ma
                                              no_usable_checkpoint, version_of, write_manifest)
 from fl_pipeline.releases import ReleaseBarrier
 
-__all__ = ["CheckpointError", "CheckpointManager", "VerifiedStateManager"]
+__all__ = ["CheckpointError", "CheckpointManager", "EvaluationState", "VerifiedStateManager"]
 
 log = logging.getLogger(__name__)
 
@@ -132,3 +132,17 @@ class CheckpointManager(VerifiedStateManager):
         if self._barrier is not None:
             await self._barrier.wait_through(version)
         await super().save(program_state, version)
+
+
+class EvaluationState(VerifiedStateManager):
+    """The state of one held-out evaluation (TFF's `evaluation_of_train_round_N`).
+
+    Always loads version 0, the weights being evaluated: TFF's evaluation
+    loop resumes from the newest version, which after a crash can be the
+    state after a round it already ran, and then runs one more, counting that
+    round's clients twice. Starting over gives the uninterrupted run's figures."""
+
+    async def load_latest(self, structure):
+        if 0 in (await self.get_versions() or []):
+            return await self.load(0, structure), 0
+        return await super().load_latest(structure)

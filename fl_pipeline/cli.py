@@ -17,8 +17,8 @@ from pathlib import Path
 
 from datasets.errors import FedKBError
 from datasets.layout import (BENCH_DIR, DATA_DIR, DEMO_DATA_DIR, DEMO_DIR, DEMO_MODEL_DIR,
-                             DEMO_RUN_DIR, MODEL_DIR, RUN_DIR)
-from fl_pipeline.config import SERVER_OPTIMIZERS, TrainConfig
+                             DEMO_RUN_DIR, MODEL_DIR, PRETRAIN_DIR, RUN_DIR)
+from fl_pipeline.config import SERVER_LR_SCHEDULES, SERVER_OPTIMIZERS, TrainConfig
 
 
 def quiet_native_logs(verbose: bool) -> None:
@@ -118,6 +118,26 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("data_dir", type=Path, nargs="?", default=DEMO_DATA_DIR,
                        help="prepared data directory (default: %(default)s, from `fedkb demo`)")
 
+    pretrain = commands.add_parser(
+        "pretrain", help="train the model centrally on PUBLIC text: a warm start for `train`")
+    pretrain.add_argument("--public", type=Path, required=True, metavar="DATA_DIR",
+                          help="a prepared store of public text (e.g. `data prepare --corpus "
+                          "fortunes`); never the phones' corpus")
+    pretrain.add_argument("--out", type=Path, default=PRETRAIN_DIR,
+                          help="directory to write (default: %(default)s)")
+    pretrain.add_argument("--for-data", type=Path, default=None, metavar="DATA_DIR",
+                          help="the phones' store: refuse now if it holds the same corpus or "
+                          "another vocabulary")
+    pretrain.add_argument("--examples", type=positive_int, default=60_000,
+                          help="example passes (default: %(default)s)")
+    pretrain.add_argument("--batch-size", type=positive_int, default=16)
+    pretrain.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate (default: %(default)s)")
+    pretrain.add_argument("--unigram-bias", action="store_true",
+                          help="start the output bias at wordfreq's (public) log unigram frequencies")
+    pretrain.add_argument("--embedding-dim", type=positive_int, default=None)
+    pretrain.add_argument("--lstm-units", type=positive_int, default=None)
+    pretrain.add_argument("--seed", type=int, default=0)
+
     train = commands.add_parser("train", help="train the next-word model with federated averaging")
     train.add_argument("--data", type=Path, default=DATA_DIR,
                        help="prepared data directory (default: %(default)s, as `data prepare` writes)")
@@ -125,6 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="run directory to create (default: %(default)s)")
     train.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
                        help="continue an interrupted run from its last checkpoint")
+    train.add_argument("--init-from", type=Path, default=None, metavar="RUN_OR_WEIGHTS",
+                       help="start from these weights (a `fedkb pretrain` directory, a run, or "
+                       "a .weights.h5 in one) instead of a random model; refused when they were "
+                       "trained on the phones' own corpus or another vocabulary")
     def setting(flag: str, help: str = "", **kwargs) -> None:
         """A TrainConfig field as a flag; its help shows the dataclass default, written once."""
         default = getattr(TrainConfig, flag.removeprefix("--").replace("-", "_"))
@@ -138,6 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     setting("--client-lr", type=float, help="client SGD learning rate")
     setting("--server-optimizer", choices=SERVER_OPTIMIZERS, help="adam = FedAdam")
     setting("--server-lr", type=float)
+    setting("--server-lr-schedule", choices=SERVER_LR_SCHEDULES,
+            help="constant, or decay from --server-lr to 0 at the last round")
     setting("--eval-every", type=positive_int, help="evaluate held-out clients every K rounds")
     setting("--eval-clients", type=positive_int, help="held-out clients per evaluation")
     setting("--checkpoint-every", type=positive_int, help="save the program state every K rounds")
@@ -156,6 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
             help="with --compress: share of the vocabulary's rows sent each round (1 = all)")
     train.add_argument("--compress-tff8", action="store_true",
                        help="tff.learning.compression_aggregator (8-bit, about 4x smaller)")
+    train.add_argument("--no-update-clipping", dest="clip_updates", action="store_false",
+                       help="plain FedAvg: do not bound client updates on the default path "
+                       "(tff.learning.robust_aggregator); for comparisons and `fedkb audit`")
     setting("--dropout", type=float, metavar="P",
             help="each sampled client fails mid-round with probability P, simulated and seeded")
     setting("--over-select", type=float, metavar="F",
@@ -179,6 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "(default: %(default)s)")
     evaluate.add_argument("--keyboard-seed", type=int, default=0,
                           help="seed of the user sample (default: %(default)s)")
+    evaluate.add_argument("--models", default=None, metavar="NAME,...",
+                          help="score only these of federated, centralized, local-only, n-gram, "
+                          "bigram (default: all)")
 
     export = commands.add_parser("export", help="export a run to a TFLite model directory")
     export.add_argument("run_dir", type=Path, nargs="?", default=DEMO_RUN_DIR,
@@ -221,6 +253,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", type=Path, default=DEMO_DIR,
                       help="output directory (default: %(default)s)")
     demo.add_argument("--no-app", action="store_true", help="stop after exporting the model")
+    demo.add_argument("--corpus", choices=("fortunes", "chitchat"), default="fortunes",
+                      help="the phones' text: fortunes (a random start, a few minutes) or "
+                      "chitchat (real typed chat, warm-started from the public fortunes; about "
+                      "45 minutes on 2 cores) (default: %(default)s)")
     return parser
 
 

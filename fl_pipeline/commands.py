@@ -49,6 +49,7 @@ def train_config_from_args(args: argparse.Namespace) -> "TrainConfig":
 
     fields = ("rounds", "clients_per_round", "local_epochs", "batch_size",
               "max_examples_per_client", "client_lr", "server_optimizer", "server_lr",
+              "server_lr_schedule",
               "eval_every", "eval_clients", "checkpoint_every", "seed", "dp_noise_multiplier",
               "dropout", "over_select", "worker_timeout", "compress_bits", "compress_rows")
     overrides = {name: getattr(args, name) for name in fields if getattr(args, name) is not None}
@@ -56,7 +57,8 @@ def train_config_from_args(args: argparse.Namespace) -> "TrainConfig":
         overrides["workers"] = tuple(w.strip() for w in args.workers.split(",") if w.strip())
     try:
         return TrainConfig(secure_agg=args.secure_agg, compress=args.compress,
-                           compress_tff8=args.compress_tff8, **overrides)
+                           compress_tff8=args.compress_tff8, clip_updates=args.clip_updates,
+                           **overrides)
     except ValueError as e:
         raise FedKBError(str(e).replace("TrainConfig.", "--").replace("_", "-")) from None
 
@@ -70,7 +72,8 @@ def run_train(args: argparse.Namespace) -> int:
     else:
         model = {name: getattr(args, name) for name in ("embedding_dim", "lstm_units")
                  if getattr(args, name) is not None}
-        summary = run.train(args.data, args.out, train_config_from_args(args), model)
+        summary = run.train(args.data, args.out, train_config_from_args(args), model,
+                            init_from=args.init_from)
         run_dir = args.out
     heldout = summary["final_metrics"]["heldout"]
     print(f"trained {summary['rounds']} rounds on {summary['clients_seen']} of "
@@ -88,19 +91,44 @@ def run_train(args: argparse.Namespace) -> int:
     if summary["dp"]:
         print(f"differential privacy: epsilon {summary['dp']['epsilon']:.2f} "
               f"at delta {summary['dp']['delta']:.1e}")
+    if summary.get("init"):
+        print(summary["init"]["statement"])
     print(f"run directory: {run_dir}")
     return 0
 
 
+def run_pretrain(args: argparse.Namespace) -> int:
+    from fl_pipeline.pretrain import PretrainConfig, pretrain
+
+    try:
+        config = PretrainConfig(examples=args.examples, batch_size=args.batch_size,
+                                learning_rate=args.lr, seed=args.seed,
+                                unigram_bias=args.unigram_bias)
+    except ValueError as e:
+        raise FedKBError(str(e)) from None
+    model = {name: getattr(args, name) for name in ("embedding_dim", "lstm_units")
+             if getattr(args, name) is not None}
+    summary = pretrain(args.public, args.out, config, model, for_data=args.for_data)
+    heldout = summary["heldout_of_public_store"]
+    print(f"pretrained on public '{summary['corpus']}' ({summary['training_clients']} clients, "
+          f"{summary['examples']} example passes) in {summary['wall_time_s']:.0f} s; its held-out "
+          f"top-3 {heldout['top3_accuracy']:.3f}")
+    print(f"wrote {args.out}; start federated training from it with "
+          f"`{fedkb_command('train', '--init-from', args.out)}`")
+    return 0
+
+
 def run_eval(args: argparse.Namespace) -> int:
-    from fl_pipeline.evaluate import KeyboardEval, compare, format_table
+    from fl_pipeline.evaluate import MODELS, KeyboardEval, compare, format_table
     # The one place the server side meets the device: the exported models are judged as
     # keyboards by the app's own LiteRT predictor (fl_pipeline itself never imports keyboard_app).
     from keyboard_app.predictor import Predictor
 
     keyboard = KeyboardEval(Predictor, max_users=args.keyboard_users,
                             max_messages_per_user=args.keyboard_messages, seed=args.keyboard_seed)
-    print(format_table(compare(args.run_dir, keyboard=keyboard)))
+    models = MODELS if args.models is None else tuple(
+        m.strip() for m in args.models.split(",") if m.strip())
+    print(format_table(compare(args.run_dir, keyboard=keyboard, models=models)))
     print(f"written to {args.run_dir / 'eval.json'}")
     return 0
 
@@ -171,7 +199,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from fl_pipeline.demo import is_tiny, next_commands, run_demo as demo
     from keyboard_app.app import has_display, run_app as open_app
 
-    model_dir = demo(args.out, tiny=is_tiny())
+    model_dir = demo(args.out, tiny=is_tiny(), corpus=args.corpus)
     if not args.no_app and has_display():
         return open_app(model_dir, None)
     print(f"model: {model_dir}" if args.no_app else

@@ -10,6 +10,10 @@ import dataclasses
 from dataclasses import dataclass
 
 SERVER_OPTIMIZERS = ("sgd", "momentum", "adam", "yogi")
+# How the server learning rate changes over the rounds: constant, or from server_lr down to 0
+# at the last round (cosine or linear), e.g. to settle a warm-started model instead of
+# overshooting it (`tff.learning.optimizers.schedule_learning_rate`).
+SERVER_LR_SCHEDULES = ("constant", "cosine", "linear")
 
 
 @dataclass(frozen=True)
@@ -25,6 +29,7 @@ class TrainConfig:
     client_lr: float = 0.3  # client SGD
     server_optimizer: str = "adam"  # adam = FedAdam (Reddi et al., 2021)
     server_lr: float = 0.03
+    server_lr_schedule: str = "constant"  # one of SERVER_LR_SCHEDULES
     eval_every: int = 10  # rounds between federated evaluations of held-out clients
     eval_clients: int = 100  # held-out clients per evaluation (all, if fewer)
     checkpoint_every: int = 5  # rounds between saved program states
@@ -56,6 +61,9 @@ class TrainConfig:
         if self.server_optimizer not in SERVER_OPTIMIZERS:
             raise ValueError(f"TrainConfig.server_optimizer must be one of {SERVER_OPTIMIZERS}, "
                              f"got {self.server_optimizer!r}")
+        if self.server_lr_schedule not in SERVER_LR_SCHEDULES:
+            raise ValueError(f"TrainConfig.server_lr_schedule must be one of {SERVER_LR_SCHEDULES}, "
+                             f"got {self.server_lr_schedule!r}")
         for name in ("client_lr", "server_lr", "worker_timeout"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"TrainConfig.{name} must be positive, got {getattr(self, name)!r}")

@@ -72,9 +72,31 @@ def load_final_model(run_dir: Path):
     return model
 
 
+MODELS = ("federated", "centralized", "local-only", "n-gram", "bigram")
+
+
+def initial_weights(run_dir: Path, model_config) -> list | None:
+    """The federated run's initial weights when it had a warm start (--init-from), else None:
+    centralized and local-only then start from the same weights, so that only the training
+    differs."""
+    from fl_pipeline.run import init_weights
+
+    path = init_weights(run_dir)
+    if path is None:
+        return None
+    model = build_model(model_config)
+    model.load_weights(str(path))
+    return model.get_weights()
+
+
 def compare(run_dir: Path, show_progress: bool = True, centralized_curve_at: Sequence[int] = (),
-            keyboard: KeyboardEval | None = None) -> dict:
-    """Scores the five models; writes and returns the report (eval.json).
+            keyboard: KeyboardEval | None = None, models: Sequence[str] = MODELS) -> dict:
+    """Scores the five models (or those named in `models`); writes and returns the report
+    (eval.json).
+
+    Centralized and local-only start from the federated run's initial weights when it was
+    warm-started (`fedkb train --init-from`; `initial_weights`), from the seeded random
+    model otherwise, as the federated run did.
 
     With `centralized_curve_at` (example counts, e.g. those at which the
     federated run was evaluated), the centralized model is also scored
@@ -114,8 +136,16 @@ def compare(run_dir: Path, show_progress: bool = True, centralized_curve_at: Seq
             suggester = keyboard.suggester_for_model_dir(model_dir)
             type_with(name, lambda user: suggester)
 
+    unknown = set(models) - set(MODELS)
+    if unknown:
+        raise RunDirError(f"unknown model(s) {', '.join(sorted(unknown))}; choose from "
+                          f"{', '.join(MODELS)}")
+    init = initial_weights(run_dir, model_config)
     federated = load_final_model(run_dir)
-    timed("federated", lambda: score_keras(federated, pooled_future).result())
+    if "federated" in models:
+        timed("federated", lambda: score_keras(federated, pooled_future).result())
+        if keyboard:
+            type_with_tflite("federated", federated)
     train_pool = store.client_data("train").create_tf_dataset_from_all_clients(seed=config.seed)
     curve = []
 
@@ -123,17 +153,17 @@ def compare(run_dir: Path, show_progress: bool = True, centralized_curve_at: Seq
         curve.append({"examples": examples_seen,
                       **score_keras(model, pooled_future).result().to_json()})
 
-    started = time.monotonic()
-    centralized = train_centralized(
-        model_config, train_pool, examples=summary["examples"], batch_size=config.batch_size,
-        seed=config.seed, show_progress=show_progress,
-        on_checkpoint=score_along if centralized_curve_at else None,
-        checkpoint_at=centralized_curve_at)
-    timed("centralized", lambda: score_keras(centralized, pooled_future).result())
-    timings["centralized"] = time.monotonic() - started  # training included, as for the others
-    if keyboard:
-        type_with_tflite("federated", federated)
-        type_with_tflite("centralized", centralized)
+    if "centralized" in models:
+        started = time.monotonic()
+        centralized = train_centralized(
+            model_config, train_pool, examples=summary["examples"], batch_size=config.batch_size,
+            seed=config.seed, show_progress=show_progress,
+            on_checkpoint=score_along if centralized_curve_at else None,
+            checkpoint_at=centralized_curve_at, initial_weights=init)
+        timed("centralized", lambda: score_keras(centralized, pooled_future).result())
+        timings["centralized"] = time.monotonic() - started  # training included, as for the others
+        if keyboard:
+            type_with_tflite("centralized", centralized)
 
     local_tallies, local_seconds = {}, [0.0]
 
@@ -144,17 +174,21 @@ def compare(run_dir: Path, show_progress: bool = True, centralized_curve_at: Seq
                 keyboard_eval.keras_suggester(predict, vocab, T), messages[client_id], vocab)
             local_seconds[0] += time.monotonic() - started
 
-    timed("local-only", lambda: score_local_only(
-        model_config, past, future, heldout_ids, batch_size=config.batch_size,
-        learning_rate=config.client_lr, seed=config.seed, show_progress=show_progress,
-        on_client=type_local if keyboard else None))
-    if keyboard:
+    if "local-only" in models:
+        timed("local-only", lambda: score_local_only(
+            model_config, past, future, heldout_ids, batch_size=config.batch_size,
+            learning_rate=config.client_lr, seed=config.seed, show_progress=show_progress,
+            on_client=type_local if keyboard else None, initial_weights=init))
+    if keyboard and "local-only" in models:
         keyboards["local-only"] = {"suggester": SUGGESTERS["local-only"],
                                    **keyboard_eval.summarize(local_tallies),
                                    "seconds": local_seconds[0]}  # also in local-only's seconds
 
-    train_windows = [e["tokens"].numpy() for e in train_pool]
+    train_windows = [e["tokens"].numpy() for e in train_pool] if (
+        {"n-gram", "bigram"} & set(models)) else []
     for name, kind in (("n-gram", KneserNeyTrigram), ("bigram", WordPairBigram)):
+        if name not in models:
+            continue
         started = time.monotonic()
         model = kind(model_config.vocab_size).fit(train_windows)
         timed(name, lambda: model.score(future_windows, show_progress=show_progress))
@@ -162,11 +196,19 @@ def compare(run_dir: Path, show_progress: bool = True, centralized_curve_at: Seq
         if keyboard:
             suggester = keyboard_eval.ngram_suggester(model, vocab, T)
             type_with(name, lambda user: suggester)
+    init_record = read_json(run_dir / "config.json").get("init")
     report = {
         "heldout_clients": len(heldout_ids),
+        "init": ({"from": init_record["from"], "corpus": init_record["corpus"],
+                  "applies_to": ["federated", "centralized", "local-only"]}
+                 if init_record else None),
         "example_passes": summary["examples"],
         "models": {name: {**score.to_json(), "seconds": timings[name],
-                          "description": DESCRIPTIONS[name].format(**summary),
+                          "description": DESCRIPTIONS[name].format(**summary) + (
+                              f"; from the warm start on {'public ' if init_record.get('public_text') else ''}"
+                              f"'{init_record['corpus']}'"
+                              if init_record and name in ("federated", "centralized",
+                                                          "local-only") else ""),
                           **({"keyboard": keyboards[name]} if name in keyboards else {})}
                    for name, score in results.items()},
     }
@@ -177,7 +219,7 @@ def compare(run_dir: Path, show_progress: bool = True, centralized_curve_at: Seq
             "messages": sum(map(len, messages.values())),
             "max_users": keyboard.max_users, "max_messages_per_user": keyboard.max_messages_per_user,
             "seed": keyboard.seed}
-    if centralized_curve_at:
+    if centralized_curve_at and "centralized" in results:
         steps = max(1, summary["examples"] // config.batch_size)
         final = {"examples": steps * config.batch_size, **results["centralized"].to_json()}
         report["models"]["centralized"]["curve"] = [

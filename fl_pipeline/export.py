@@ -46,9 +46,9 @@ from tqdm import tqdm
 from datasets.errors import FedKBError
 from datasets.layout import fedkb_command
 from datasets.vocab import BOS_ID, PAD_ID, Vocabulary, VocabularyError
-from keyboard_app.model_dir import (CARD_FILE, CARD_FORMAT, CARD_FORMAT_VERSION, MODEL_FILE,
-                                    PERSONAL_TENSORS, SIGNATURES, VOCAB_FILE,
-                                    expected_signatures, read_model_dir, sha256_file_bytes)
+from models.contract import (CARD_FILE, CARD_FORMAT, CARD_FORMAT_VERSION, MODEL_FILE,
+                             PERSONAL_TENSORS, SIGNATURES, VOCAB_FILE, expected_signatures,
+                             sha256_file_bytes)
 from models.next_word import ModelConfig, build_model, count_parameters
 
 WEIGHTS_FILE = "final_model.weights.h5"
@@ -395,6 +395,10 @@ def export_is_current(run_dir: str | Path, out_dir: str | Path, *, quantize: boo
     this run's summary, settings and final weights (by SHA-256) and the same
     quantization, so exporting again would write the same model.
     """
+    # The app's own checks, imported here only: the demo asks this; export itself never
+    # imports the device package (it shares models/contract.py with it instead).
+    from keyboard_app.model_dir import read_model_dir
+
     run_dir = Path(run_dir)
     try:
         card = read_model_dir(out_dir).card

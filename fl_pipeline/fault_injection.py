@@ -9,9 +9,10 @@ under the watched directory. Set by the tests through the environment:
     FEDKB_TEST_WATCH_DIR=RUN_DIR     count events under RUN_DIR only
     FEDKB_TEST_WRITE_LOG=FILE        append "N<TAB>event<TAB>path" per event
     FEDKB_TEST_KILL_AT=N[:TEXT]      SIGKILL at the N-th event (whose path contains TEXT)
-    FEDKB_TEST_STOP_AFTER=TEXT       SIGSTOP at the first event after a rename onto a path
-                                     ending in TEXT (e.g. program_state_2/COMPLETE), so
-                                     a test can inject a fault and SIGCONT
+    FEDKB_TEST_STOP_AFTER=PATH       SIGSTOP at the first event after a rename onto a path
+                                     ending in PATH (give it whole: RUN_DIR/checkpoints/
+                                     program_state_2/COMPLETE, not eval_manager's), so a
+                                     test can inject a fault and SIGCONT
 
 Writes made by TensorFlow's C++ code (SavedModel variables, TensorBoard
 events) do not raise audit events; the Python steps around them (the
@@ -37,7 +38,8 @@ def _event_path(event: str, args: tuple) -> str | None:
     if event == "os.rename":
         return os.fsdecode(args[1])
     if event in ("os.remove", "shutil.rmtree"):
-        return os.fsdecode(args[0])
+        path = os.fsdecode(args[0])
+        return path if os.path.lexists(path) else None  # deleting nothing writes nothing
     return None
 
 

@@ -46,7 +46,25 @@ def tff_model_fn(model_config: ModelConfig) -> Callable[[], tff.learning.models.
     return model_fn
 
 
+def server_lr_at(config: TrainConfig, round_index):
+    """The server learning rate of round `round_index` (0-based; a tensor inside TFF)."""
+    if config.server_lr_schedule == "constant":
+        return config.server_lr
+    progress = tf.minimum(tf.cast(round_index, tf.float32) / float(config.rounds), 1.0)
+    if config.server_lr_schedule == "linear":
+        return config.server_lr * (1.0 - progress)
+    return config.server_lr * 0.5 * (1.0 + tf.cos(3.141592653589793 * progress))  # cosine
+
+
 def server_optimizer(config: TrainConfig) -> tff.learning.optimizers.Optimizer:
+    optimizer = _server_optimizer(config)
+    if config.server_lr_schedule == "constant":
+        return optimizer
+    return tff.learning.optimizers.schedule_learning_rate(
+        optimizer, lambda round_index: server_lr_at(config, round_index))
+
+
+def _server_optimizer(config: TrainConfig) -> tff.learning.optimizers.Optimizer:
     lr = config.server_lr
     return {
         "sgd": lambda: tff.learning.optimizers.build_sgdm(lr),

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from datasets.errors import FedKBError
 from datasets.layout import fedkb_command
 from fl_pipeline.checkpoint_manifest import usable_versions
-from fl_pipeline.checkpoints import CheckpointManager, VerifiedStateManager
+from fl_pipeline.checkpoints import CheckpointManager, EvaluationState, VerifiedStateManager
 from fl_pipeline.client_data import SeededClientDataSource
 from fl_pipeline.config import TrainConfig
 from fl_pipeline.execution import WorkerError, federated_context
@@ -36,6 +36,7 @@ from fl_pipeline.process import (SkipBadRounds, build_evaluation_process,
                                  build_training_process, divergence)
 from fl_pipeline.releases import (KerasWeightsRelease, ReleaseBarrier, RoundsCSV,
                                   TensorBoardScalars)
+from fl_pipeline.run import init_weights
 from fl_pipeline.write_errors import write_failure
 from models.next_word import ModelConfig, build_model
 
@@ -170,9 +171,14 @@ async def _train(run_dir: Path, store, model_config: ModelConfig, config: TrainC
     train_data = SeededClientDataSource(train_ids, config.seed, dropout=config.dropout,
                                         over_select=config.over_select)
 
-    # The seed fixes the initial model: TFF's `initialize` would draw it anew.
-    initial_weights = tff.learning.models.ModelWeights.from_model(
-        build_model(model_config, seed=config.seed))
+    # The seed fixes the initial model: TFF's `initialize` would draw it anew. With
+    # --init-from, the run's copy of the warm start replaces it (a resumed run then loads
+    # its checkpoint over it, as it does over the random one).
+    initial_model = build_model(model_config, seed=config.seed)
+    warm_start = init_weights(run_dir)
+    if warm_start is not None:
+        initial_model.load_weights(str(warm_start))
+    initial_weights = tff.learning.models.ModelWeights.from_model(initial_model)
     state = await tff.program.materialize_value(fed_avg.initialize())
     state = await tff.program.materialize_value(fed_avg.set_model_weights(state, initial_weights))
 
@@ -207,7 +213,9 @@ async def _train(run_dir: Path, store, model_config: ModelConfig, config: TrainC
     evaluation_manager = tff.learning.programs.EvaluationManager(
         data_source=SeededClientDataSource(heldout_ids, config.seed),
         aggregated_metrics_manager=eval_metrics,
-        create_state_manager_fn=lambda name: VerifiedStateManager(checkpoints / name),
+        create_state_manager_fn=lambda name: (
+            EvaluationState if name.startswith("evaluation_of_") else VerifiedStateManager)(
+                checkpoints / name),
         create_process_fn=lambda name: (evaluation, None),
         cohort_size=min(config.eval_clients, len(heldout_ids)),
         duration=datetime.timedelta(0),  # one evaluation round per checkpoint

@@ -1,7 +1,9 @@
 """A training run directory: create it, resume it, summarize it.
 
     RUN_DIR/
-      config.json            model, training and data settings (all a later stage needs)
+      config.json            model, training and data settings (all a later stage needs),
+                             and with --init-from what the model was initialized from
+      init_model.weights.h5  with --init-from: a copy of the initial weights (round 0)
       vocab.json             the vocabulary, with its SHA-256
       checkpoints/           TFF program state every K rounds (resumable)
       metrics.csv            training metrics per round
@@ -67,7 +69,8 @@ def open_store(data_dir: Path):
 
 
 # What `train` writes into a run directory (write_json's temporary files included).
-RUN_FILES = ("config.json", "config.tmp", "vocab.json", "checkpoints", "metrics.csv",
+RUN_FILES = ("config.json", "config.tmp", "vocab.json", "init_model.weights.h5", "checkpoints",
+             "metrics.csv",
              "eval_metrics.csv", "tensorboard", "final_model.weights.h5", "summary.json",
              "summary.tmp", "worker.log", ".fedkb-write-test")
 
@@ -105,8 +108,22 @@ def check_trainable(store) -> None:
                           " with your --corpus)")
 
 
+def init_weights(run_dir: Path) -> Path | None:
+    """The run's initial weights (its copy of --init-from), or None: a seeded random start."""
+    config = read_json(run_dir / "config.json")
+    if not config.get("init"):
+        return None
+    from fl_pipeline.pretrain import INIT_WEIGHTS
+
+    path = run_dir / INIT_WEIGHTS
+    if not path.is_file():
+        raise RunDirError(f"{path}: missing; {run_dir} was initialized from "
+                          f"{config['init']['from']} and needs that copy")
+    return path
+
+
 def train(data_dir: Path, run_dir: Path, config: TrainConfig, model_overrides: dict | None = None,
-          show_progress: bool = True) -> dict:
+          show_progress: bool = True, init_from: Path | None = None) -> dict:
     """Starts a new run in `run_dir` and trains it to the end.
 
     `run_dir` must not hold a run that completed a checkpoint; one that did not (it failed
@@ -121,14 +138,25 @@ def train(data_dir: Path, run_dir: Path, config: TrainConfig, model_overrides: d
     discard_unstarted(run_dir, remove_dir=False)
     model_config = ModelConfig(vocab_size=len(store.vocab), seq_len=store.seq_len,
                                **(model_overrides or {}))
+    init, init_file = None, None
+    if init_from is not None:  # checked before anything is written
+        from fl_pipeline.pretrain import resolve_init
+
+        init, init_file = resolve_init(Path(init_from), store, model_config)
+    from fl_pipeline.pretrain import INIT_WEIGHTS, corpus_name
+
     try:
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(store.data_dir / "vocab.json", run_dir / "vocab.json")
+            if init_file is not None:
+                shutil.copyfile(init_file, run_dir / INIT_WEIGHTS)
             write_json(run_dir / "config.json", {
                 "model": model_config.to_json(),
                 "train": config.to_json(),
-                "data": {"dir": str(store.data_dir.resolve()), "vocab_sha256": store.vocab.sha256},
+                "data": {"dir": str(store.data_dir.resolve()), "vocab_sha256": store.vocab.sha256,
+                         "corpus": corpus_name(store), "public": False},
+                **({"init": init} if init else {}),
             })
         except OSError as e:
             raise RunDirError(f"{run_dir}: cannot write the run directory ({e.strerror})") from None
@@ -285,4 +313,5 @@ def summarize(run_dir: Path, store, model_config: ModelConfig, config: TrainConf
         "diverged_round_count": len(diverged),
         "raw_text_bytes_of_training_clients": store.stats.get("splits", {}).get("train", {}).get("utf8_bytes"),
         "vocab_sha256": store.vocab.sha256,
+        "init": read_json(run_dir / "config.json").get("init"),
     }

@@ -95,7 +95,7 @@ class KeyRow(BoxLayout):
 
 
 class Conversation(BoxLayout):
-    """The sent messages, newest at the bottom."""
+    """The sent messages, newest at the bottom, followed by the ScrollView around it."""
 
     messages = ListProperty()
 
@@ -107,14 +107,11 @@ class Conversation(BoxLayout):
             self.clear_widgets()
             for text in messages:
                 self.add_widget(MessageBubble(text=text))
-        self.scroll_to_newest()
 
-    def scroll_to_newest(self, *_args) -> None:
-        """Scrolls the ScrollView around it to the bottom, now and once the new bubble has its size."""
+    def on_height(self, *_args) -> None:
+        """Scrolls to the bottom whenever a bubble is added or takes its size, however many frames that takes."""
         if self.parent is not None:
             self.parent.scroll_y = 0
-        if not _args:
-            Clock.schedule_once(self.scroll_to_newest, 0)
 
 
 class FedKBApp(App):
@@ -220,7 +217,7 @@ class FedKBApp(App):
     def forget(self) -> None:
         self.session.forget()
         self.flash("Deleted: your messages, stored ones and on screen, and your personal "
-                   "weights. Suggestions come from the federated model.")
+                   "weights. Suggestions come from the shared model.")
         self._show()
 
     def flash(self, text: str) -> None:
@@ -294,7 +291,9 @@ class FedKBApp(App):
         self.personalized = learner.personalized
         self.personal_text = "\n".join(describe_personal(
             learner.stats, learning=learner.learning, personalized=learner.personalized,
-            stored_messages=len(learner.messages), busy=learner.busy)) + "\n\n" + HIT_EXPLANATION
+            stored_messages=len(learner.messages), busy=learner.busy,
+            refit_pending=learner.refit_pending, min_messages=learner.config.min_messages)
+        ) + "\n\n" + HIT_EXPLANATION
         if learner.notices:
             self.notice = "\n".join(learner.notices)
             learner.notices.clear()

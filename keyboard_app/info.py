@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from datasets.layout import DATA_DIR, MODEL_DIR, RUN_DIR, fedkb_command
-from keyboard_app.personal import PersonalStats
+from keyboard_app.personal import LearnerConfig, PersonalStats
 
 
 def number(value, digits: int = 0, unit: str = "") -> str:
@@ -71,11 +71,41 @@ def describe_model(card: dict) -> list[str]:
     return lines
 
 
+def describe_suggestions(stats: PersonalStats, *, personalized: bool, learning: bool,
+                         stored_messages: int, refit_pending: bool = False,
+                         min_messages: int = LearnerConfig().min_messages) -> str:
+    """Which model the suggestions come from, and why, in one sentence."""
+    if personalized:
+        line = f"Suggestions: personalized on your {number(stats.messages_learned)} messages"
+        if stats.ksr_personal is not None and stats.ksr_shared is not None:
+            gain = 100 * (stats.ksr_personal - stats.ksr_shared)
+            line += (f" ({'+' if gain >= 0 else '-'}{number(abs(gain))}% keystrokes saved on your "
+                     f"latest {number(stats.check_messages)})")
+        return line + "."
+    line = "Suggestions: the shared model"
+    if refit_pending:
+        return line + (f" (a new one arrived; your personal layer is being re-fitted on your "
+                       f"{number(stored_messages)} stored messages)." if learning else
+                       " (a new one arrived; switch learning on to re-fit your personal layer).")
+    if stats.check == "shared" and stats.check_messages:
+        return line + (f" (your personal layer saved no keystrokes on your latest "
+                       f"{number(stats.check_messages)} messages, so it is not used).")
+    if learning and stored_messages < min_messages:
+        missing = min_messages - stored_messages
+        return line + (f" (personalizing needs {number(missing)} more message"
+                       f"{'s' if missing != 1 else ''}: your newest are held back to check it).")
+    return line + "."
+
+
 def describe_personal(stats: PersonalStats, *, learning: bool, personalized: bool,
-                      stored_messages: int, busy: bool) -> list[str]:
+                      stored_messages: int, busy: bool, refit_pending: bool = False,
+                      min_messages: int = LearnerConfig().min_messages) -> list[str]:
     """The personal statistics of the info panel."""
-    lines = [f"Learning from your typing: {'on' if learning else 'off'}"
-             + ("" if learning else " (nothing new is stored)") + "."]
+    lines = [describe_suggestions(stats, personalized=personalized, learning=learning,
+                                  stored_messages=stored_messages, refit_pending=refit_pending,
+                                  min_messages=min_messages)]
+    lines.append(f"Learning from your typing: {'on' if learning else 'off'}"
+                 + ("" if learning else " (nothing new is stored)") + ".")
     lines.append(f"Messages stored on this device: {number(stored_messages)}.")
     if stats.fine_tunes:
         lines.append(f"Messages learned: {number(stats.messages_learned)} (fine-tuned "
@@ -91,8 +121,6 @@ def describe_personal(stats: PersonalStats, *, learning: bool, personalized: boo
         words = stats.words_after if after else stats.words_before
         lines.append(f"Suggestion hits {label} personalization: "
                      + (f"{_percent(rate)} of {number(words)} words." if rate is not None else "no words yet."))
-    lines.append("Your current suggestions are "
-                 + ("personalized." if personalized else "the federated model's."))
     return lines
 
 

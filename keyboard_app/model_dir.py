@@ -11,7 +11,6 @@ import this without TensorFlow.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,37 +18,10 @@ from pathlib import Path
 from datasets.errors import FedKBError
 from datasets.layout import DEMO_MODEL_DIR, fedkb_command
 from datasets.vocab import Vocabulary, VocabularyError
-
-MODEL_FILE = "model.tflite"
-VOCAB_FILE = "vocab.json"
-CARD_FILE = "model_card.json"
-CARD_FORMAT = "fedkb-model-dir"
-CARD_FORMAT_VERSION = 1
-
-# A TFLite flatbuffer carries this file identifier at bytes 4..8.
-TFLITE_IDENTIFIER = b"TFL3"
-
-SIGNATURES = ("suggest", "train", "get_personal", "set_personal")
-PERSONAL_TENSORS = ("bias", "adapter_down", "adapter_up")
-
-# A tensor's description in the card: [dtype name, shape].
-TensorSpec = tuple[str, tuple[int, ...]]
-
-
-def expected_signatures(*, context_len: int, train_batch_size: int, vocab_size: int,
-                        embedding_dim: int, adapter_rank: int) -> dict[str, dict[str, dict[str, TensorSpec]]]:
-    """signature -> {"inputs": {name: (dtype, shape)}, "outputs": {...}}: the export's contract."""
-    T, B, V, E, r = context_len, train_batch_size, vocab_size, embedding_dim, adapter_rank
-    personal = {"bias": ("float32", (V,)), "adapter_down": ("float32", (E, r)),
-                "adapter_up": ("float32", (r, V))}
-    return {
-        "suggest": {"inputs": {"context": ("int32", (1, T))},
-                    "outputs": {"logprobs": ("float32", (1, V))}},
-        "train": {"inputs": {"context": ("int32", (B, T)), "target": ("int32", (B,))},
-                  "outputs": {"loss": ("float32", ())}},
-        "get_personal": {"inputs": {}, "outputs": personal},
-        "set_personal": {"inputs": personal, "outputs": personal},
-    }
+# What `fedkb export` writes and this module checks: one contract, in models/.
+from models.contract import (CARD_FILE, CARD_FORMAT, CARD_FORMAT_VERSION, MODEL_FILE,
+                             TFLITE_IDENTIFIER, VOCAB_FILE,
+                             TensorSpec, expected_signatures, sha256_file_bytes)
 
 
 class ModelDirError(FedKBError):
@@ -86,10 +58,6 @@ def reexport(path: Path) -> str:
     if Path(path) == DEMO_MODEL_DIR:
         return f"write it with `{fedkb_command('demo', '--no-app')}`"
     return f"write it with `{fedkb_command('export', 'RUN_DIR', '--out', path)}`"
-
-
-def sha256_file_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def _read_card(path: Path) -> dict:

@@ -7,13 +7,26 @@ fine-tunes the model's personal layer on them. Nothing leaves the device:
 the training runs in the same LiteRT model the keyboard uses.
 
 A pass trains a second `Predictor` on the same model directory, starting
-from the federated model, over the newest stored messages; the live
+from the federated model, over the stored messages except the newest ones;
+those it holds back to check the result ("never worse"): the simulated
+typist of `models/typist.py` (the rule `fedkb eval` uses) types them with
+the shared model, with the personal layer in use and with the new one, and
+the one that needs the fewest keystrokes is used -- a tie keeps the shared
+model. With fewer than `LearnerConfig.holdout_messages` messages to hold
+back, nothing is learned and the shared model stays. The held-back
+messages are learned by a later pass, once newer ones replace them. The live
 predictor the keyboard asks for suggestions only receives the finished
 weights (one `set_personal`). So typing never waits for training, the
-suggestions never show a half-trained layer, and the personal layer is
-always a function of the stored messages (the same messages and seed give
-the same weights). The weights are saved with `get_personal` (np.savez) and
+suggestions never show a half-trained layer, and a new layer is a
+function of the stored messages (the same messages and seed give the same
+weights; the check may keep the layer already in use instead). The weights are saved with `get_personal` (np.savez) and
 restored at start with `set_personal`.
+
+A new shared model: the personal adapter acts on the hidden state of the
+model it was learned on, so weights saved for another model (by the
+SHA-256 of its file) are deleted at start, with a notice, and the layer is
+re-fitted from the stored messages (if learning is on), through the same
+check; until then the shared model is used.
 
 Switching learning off stops collecting at once; what was learned stays
 in use until "forget", which deletes the messages, the weights and the
@@ -39,6 +52,7 @@ from pathlib import Path
 import numpy as np
 
 from keyboard_app.predictor import ModelDirError, Predictor
+from models.typist import Tally, type_messages
 
 log = logging.getLogger(__name__)
 
@@ -63,20 +77,41 @@ class LearnerConfig:
     max_epochs: int = 50
     max_messages: int = 500  # the newest messages a pass learns from
     seed: int = 0  # the order of examples (same messages + seed -> same weights)
+    # Never worse: the newest messages a pass holds back to check its result, at least
+    # `holdout_messages` (with fewer, the shared model stays), else `holdout_fraction` of
+    # the stored ones, at most `max_holdout_messages`.
+    holdout_messages: int = 10
+    holdout_fraction: float = 0.2
+    max_holdout_messages: int = 50
 
     def __post_init__(self):
-        for name in ("fine_tune_every", "epochs", "max_epochs", "max_messages"):
+        if not 0 <= self.holdout_fraction < 1:
+            raise ValueError(f"holdout_fraction must be in [0, 1), got {self.holdout_fraction}")
+        if self.max_holdout_messages < self.holdout_messages:
+            raise ValueError("max_holdout_messages must be at least holdout_messages")
+        for name in ("fine_tune_every", "epochs", "max_epochs", "max_messages", "holdout_messages"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.min_steps < 0:
             raise ValueError(f"min_steps must be >= 0, got {self.min_steps}")
+
+    def holdout(self, stored: int) -> int:
+        """How many of `stored` messages a pass holds back (0: too few, nothing is learned)."""
+        held = min(self.max_holdout_messages, max(self.holdout_messages,
+                                                  math.floor(self.holdout_fraction * stored)))
+        return held if stored > held else 0
+
+    @property
+    def min_messages(self) -> int:
+        """The fewest stored messages a pass learns from (one to learn, the rest held back)."""
+        return self.holdout_messages + 1
 
 
 @dataclass
 class PersonalStats:
     """What the info panel shows about personalization. Counts only, never text."""
 
-    messages_learned: int = 0  # messages in the last completed fine-tuning pass
+    messages_learned: int = 0  # messages the personal layer in use learned from (0: the shared model)
     fine_tunes: int = 0
     last_loss: float | None = None  # mean loss of the last train step of the last pass
     last_seconds: float | None = None
@@ -86,6 +121,13 @@ class PersonalStats:
     hits_before: int = 0
     words_after: int = 0
     hits_after: int = 0
+    # The never-worse check of the last pass: what it chose (CHECK_CHOICES), on how many
+    # held-back messages, and the keystroke savings rate of the shared model and of the
+    # personal layer (the one kept, or the new one when the shared model won) on them.
+    check: str | None = None
+    check_messages: int = 0
+    ksr_shared: float | None = None
+    ksr_personal: float | None = None
 
     def hit_rate(self, personalized: bool) -> float | None:
         words, hits = ((self.words_after, self.hits_after) if personalized
@@ -99,8 +141,10 @@ class PersonalStats:
             if field.name not in data:
                 continue
             value = data[field.name]
-            if field.name in ("last_loss", "last_seconds"):
+            if field.name in ("last_loss", "last_seconds", "ksr_shared", "ksr_personal"):
                 ok = value is None or isinstance(value, (int, float))
+            elif field.name == "check":
+                ok = value is None or value in CHECK_CHOICES
             else:
                 ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
             if not ok:
@@ -109,16 +153,36 @@ class PersonalStats:
         return stats
 
 
+# What a pass's never-worse check can choose: its new layer, the personal layer already in
+# use, the shared model, or nothing (fewer than LearnerConfig.holdout_messages to hold back).
+NEW, PREVIOUS, SHARED, TOO_FEW = "new", "previous", "shared", "too_few"
+CHECK_CHOICES = (NEW, PREVIOUS, SHARED, TOO_FEW)
+
+
 @dataclass(frozen=True)
 class FineTuneResult:
-    """One fine-tuning pass."""
+    """One fine-tuning pass and its never-worse check."""
 
-    messages: int
+    messages: int  # messages trained on
     examples: int
     epochs: int
-    loss: float  # nan when the messages held no example
+    loss: float  # nan when nothing was trained
     seconds: float
-    applied: bool  # False when there was nothing to learn or the data was forgotten meanwhile
+    applied: bool  # False when there was nothing to do or the data was forgotten meanwhile
+    choice: str = TOO_FEW  # one of CHECK_CHOICES
+    heldout: int = 0  # the newest messages held back to check the result
+    characters: int = 0  # their characters, as the typist types them
+    keystrokes: dict = dataclasses.field(default_factory=dict)  # NEW / PREVIOUS / SHARED -> count
+
+    @property
+    def adopted(self) -> bool:
+        """The new personal layer is in use."""
+        return self.applied and self.choice == NEW
+
+    def ksr(self, name: str) -> float | None:
+        if name not in self.keystrokes or not self.characters:
+            return None
+        return 1 - self.keystrokes[name] / self.characters
 
 
 class PersonalLearner:
@@ -145,10 +209,13 @@ class PersonalLearner:
         self._trainer: Predictor | None = None
         self._learning = False
         self._messages: list[str] = []
-        self._learned_through = 0  # stored messages covered by the current weights
+        self._learned_through = 0  # stored messages the last pass considered
         self.stats = PersonalStats()
         self.personalized = False
         self._model_sha = str(predictor.model_card["file"]["sha256"])
+        # A new shared model arrived since the last pass: re-fit on the stored messages.
+        self.refit_pending = False
+        self._state_model_sha = self._model_sha  # the model of the last pass (state.json)
         if self.data_dir.is_dir():
             self._restore()
         with self._lock:
@@ -185,6 +252,8 @@ class PersonalLearner:
                 self._ensure_dir()
             if self.data_dir.is_dir():
                 self._save_state()
+            if on and self.refit_pending:  # a new shared model arrived while learning was off
+                self._maybe_start_locked()
 
     def add_message(self, text: str) -> bool:
         """Stores a sent message if learning is on; True when it was stored."""
@@ -248,14 +317,16 @@ class PersonalLearner:
             worker.join(remaining)
 
     def _maybe_start_locked(self) -> None:
-        if self._learning and self.unlearned >= self.config.fine_tune_every:
+        due = self.unlearned >= self.config.fine_tune_every or (self.refit_pending and self._messages)
+        if self._learning and due:
             if self.busy:
                 self._rerun = True
             else:
                 self._start_worker_locked()
 
     def _snapshot_locked(self) -> tuple[int, list[str], int]:
-        return (self._generation, self._messages[-self.config.max_messages:], len(self._messages))
+        keep = self.config.max_messages + self.config.max_holdout_messages
+        return (self._generation, self._messages[-keep:], len(self._messages))
 
     def _start_worker_locked(self) -> None:
         generation, messages, stored = self._snapshot_locked()
@@ -280,41 +351,79 @@ class PersonalLearner:
                 self.on_update()
 
     def _train(self, messages: list[str]) -> tuple[FineTuneResult, dict | None]:
-        """Fine-tunes the trainer from the federated model; returns the result and the weights."""
+        """One pass: fine-tunes the trainer from the shared model on all but the newest
+        messages, then the never-worse check on those. Returns the result and the chosen
+        weights (None: the shared model)."""
         started = time.perf_counter()
+        held = self.config.holdout(len(messages))
+        if held == 0:  # too few to check a layer: the shared model stays
+            return FineTuneResult(0, 0, 0, math.nan, time.perf_counter() - started,
+                                  applied=True, choice=TOO_FEW), None
+        learn, heldout = messages[:-held][-self.config.max_messages:], messages[-held:]
+        with self._lock:
+            previous = self.predictor.get_personal() if self.personalized else None
         with self._train_lock:
             if self._trainer is None:
                 self._trainer = Predictor(self.predictor.model_dir)
             trainer = self._trainer
             trainer.reset_personal()
-            examples = sum(len(trainer.training_examples(text)[1]) for text in messages)
-            if examples == 0:
-                return FineTuneResult(len(messages), 0, 0, math.nan,
-                                      time.perf_counter() - started, applied=False), None
-            steps_per_epoch = math.ceil(examples / trainer.train_batch_size)
-            epochs = min(self.config.max_epochs,
-                         max(self.config.epochs, math.ceil(self.config.min_steps / steps_per_epoch)))
-            loss = trainer.fine_tune(messages, epochs=epochs, seed=self.config.seed)
-            weights = trainer.get_personal()
-        result = FineTuneResult(len(messages), examples, epochs, loss,
-                                time.perf_counter() - started, applied=True)
+            shared = type_messages(trainer, heldout, trainer.vocab)
+            tallies: dict[str, Tally] = {SHARED: shared}
+            if previous is not None:
+                trainer.set_personal(previous)
+                tallies[PREVIOUS] = type_messages(trainer, heldout, trainer.vocab)
+                trainer.reset_personal()
+            examples = sum(len(trainer.training_examples(text)[1]) for text in learn)
+            epochs, loss, new = 0, math.nan, None
+            if examples:
+                steps_per_epoch = math.ceil(examples / trainer.train_batch_size)
+                epochs = min(self.config.max_epochs, max(
+                    self.config.epochs, math.ceil(self.config.min_steps / steps_per_epoch)))
+                loss = trainer.fine_tune(learn, epochs=epochs, seed=self.config.seed)
+                new = trainer.get_personal()
+                tallies[NEW] = type_messages(trainer, heldout, trainer.vocab)
+        # The fewest keystrokes wins; on a tie the shared model, then the new layer (it learned
+        # from more messages than the one in use).
+        keystrokes = {name: tally.keystrokes for name, tally in tallies.items()}
+        choice = min((SHARED, NEW, PREVIOUS), key=lambda name: keystrokes.get(name, math.inf))
+        weights = {NEW: new, PREVIOUS: previous, SHARED: None}[choice]
+        result = FineTuneResult(len(learn), examples, epochs, loss, time.perf_counter() - started,
+                                applied=True, choice=choice, heldout=held,
+                                characters=shared.characters, keystrokes=keystrokes)
         return result, weights
 
     def _apply(self, generation: int, result: FineTuneResult, weights: dict | None,
                stored: int) -> FineTuneResult:
-        """Installs a pass's weights in the live predictor and saves them, unless forgotten meanwhile."""
+        """Puts a pass's choice in use in the live predictor and saves it, unless forgotten meanwhile."""
         with self._lock:
-            if weights is None or generation != self._generation:
+            if generation != self._generation:
                 return dataclasses.replace(result, applied=False)
-            self.predictor.set_personal(weights)
-            self.personalized = True
             self._learned_through = stored
-            self.stats.messages_learned = result.messages
-            self.stats.fine_tunes += 1
-            self.stats.last_loss = float(result.loss)
-            self.stats.last_seconds = round(result.seconds, 3)
+            self._state_model_sha = self._model_sha
             self._ensure_dir()
-            self._save_weights(weights)
+            stats = self.stats
+            if result.choice == TOO_FEW and self.personalized:  # a layer in use stays
+                self._save_state()
+                return result
+            self.refit_pending = False
+            stats.check = result.choice
+            stats.check_messages = result.heldout
+            stats.ksr_shared = result.ksr(SHARED)
+            stats.ksr_personal = result.ksr(PREVIOUS if result.choice == PREVIOUS else NEW)
+            if result.messages:
+                stats.fine_tunes += 1
+                stats.last_loss = float(result.loss)
+                stats.last_seconds = round(result.seconds, 3)
+            if result.choice == NEW:
+                self.predictor.set_personal(weights)
+                self.personalized = True
+                stats.messages_learned = result.messages
+                self._save_weights(weights)
+            elif result.choice in (SHARED, TOO_FEW):
+                self.predictor.reset_personal()
+                self.personalized = False
+                stats.messages_learned = 0
+                (self.data_dir / WEIGHTS_FILE).unlink(missing_ok=True)
             self._save_state()
             return result
 
@@ -336,6 +445,8 @@ class PersonalLearner:
             self._messages = []
             self._learned_through = 0
             self.stats = PersonalStats()
+            self.refit_pending = False
+            self._state_model_sha = self._model_sha
             self.notices = []
             self.predictor.reset_personal()
             self.personalized = False
@@ -369,7 +480,8 @@ class PersonalLearner:
 
     def _save_state(self) -> None:
         state = {"format": STATE_FORMAT, "version": STATE_VERSION, "learning": self._learning,
-                 "learned_through": self._learned_through, "stats": dataclasses.asdict(self.stats)}
+                 "learned_through": self._learned_through, MODEL_KEY: self._state_model_sha,
+                 "stats": dataclasses.asdict(self.stats)}
         data = (json.dumps(state, indent=1) + "\n").encode("utf-8")
         self._write_private(STATE_FILE, lambda f: f.write(data))
 
@@ -384,6 +496,12 @@ class PersonalLearner:
         self._restore_messages()
         self._restore_weights()
         self._learned_through = min(self._learned_through, len(self._messages))
+        if self.refit_pending:
+            self.stats.messages_learned = 0
+            self.stats.check = None
+            if not self._messages:  # nothing to re-fit on
+                self.refit_pending = False
+                self._state_model_sha = self._model_sha
 
     def _restore_state(self) -> None:
         path = self.data_dir / STATE_FILE
@@ -401,10 +519,16 @@ class PersonalLearner:
             if not isinstance(learned, int) or learned < 0:
                 raise ValueError(f"learned_through is {learned!r}")
             stats = PersonalStats.from_json(state.get("stats") or {})
+            model = state.get(MODEL_KEY, self._model_sha)  # absent in older files
+            if not isinstance(model, str):
+                raise ValueError(f"{MODEL_KEY} is {model!r}")
         except (OSError, UnicodeDecodeError, json.JSONDecodeError, ValueError, TypeError) as e:
             self._move_aside(path, str(e), "learning is off until you switch it on again")
             return
         self._learning, self._learned_through, self.stats = state["learning"], learned, stats
+        self._state_model_sha = model
+        if model != self._model_sha:  # the shared model was in use, and a new one arrived
+            self.refit_pending = True
 
     def _restore_messages(self) -> None:
         path = self.data_dir / MESSAGES_FILE
@@ -433,14 +557,16 @@ class PersonalLearner:
     def _restore_weights(self) -> None:
         path = self.data_dir / WEIGHTS_FILE
         if not path.exists():
-            self._learned_through = 0
+            if self.stats.check not in (SHARED, TOO_FEW):  # a layer was in use: learn again
+                self._learned_through = 0
             return
         try:
             with np.load(path, allow_pickle=False) as data:
                 arrays = {name: data[name] for name in data.files}
             learned_on = str(arrays.pop(MODEL_KEY, "unknown"))
             if learned_on != self._model_sha:
-                raise ValueError("they were learned on another model")
+                self._new_model(path)
+                return
             self.predictor.set_personal(arrays)
         except (OSError, ValueError, EOFError, zipfile.BadZipFile, ModelDirError) as e:
             self._move_aside(path, str(e), "suggestions come from the federated model until the "
@@ -448,6 +574,16 @@ class PersonalLearner:
             self._learned_through = 0
             return
         self.personalized = True
+
+    def _new_model(self, weights: Path) -> None:
+        """Weights of another model: of no use on this one (its hidden state differs); re-fit."""
+        weights.unlink()
+        self.refit_pending = True
+        self._learned_through = 0
+        self._notice("A new shared model arrived. Your personal layer belonged to the old one, "
+                     "so suggestions come from the new shared model until it is "
+                     + ("re-fitted on your stored messages." if self._learning else
+                        "re-fitted on your stored messages (switch learning on)."))
 
     def _move_aside(self, path: Path, problem: str, consequence: str) -> None:
         stamp = time.strftime("%Y%m%d-%H%M%S")

@@ -34,8 +34,8 @@ from ai_edge_litert.interpreter import Interpreter
 
 from datasets.tokenizer import split_context, tokenize
 from datasets.vocab import BOS_ID, PAD_ID, Vocabulary
-from keyboard_app.model_dir import (MODEL_FILE, PERSONAL_TENSORS, SIGNATURES, ModelDirError,
-                                    read_model_dir, reexport)
+from keyboard_app.model_dir import ModelDirError, read_model_dir, reexport
+from models.contract import MODEL_FILE, PERSONAL_TENSORS, SIGNATURES
 from models.suggest import WordRanker, context_ids, display_form
 
 __all__ = ["ModelDirError", "PersonalWeightsError", "Predictor", "display_form"]

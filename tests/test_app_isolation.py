@@ -25,9 +25,10 @@ CORE_RUN = textwrap.dedent("""
     from keyboard_app.session import KeyboardSession
 
     model_dir, user_dir = sys.argv[1], sys.argv[2]
-    session = KeyboardSession.open(model_dir, user_dir, learner_config=LearnerConfig(fine_tune_every=3))
+    # 13 messages: 3 to learn from, the newest 10 held back to check the layer.
+    session = KeyboardSession.open(model_dir, user_dir, learner_config=LearnerConfig(fine_tune_every=13))
     session.learner.set_learning(True)
-    for _ in range(3):
+    for _ in range(13):
         for char in "tell me about the order":
             session.press(SPACE if char == " " else char)
         session.tap_suggestion(1)

@@ -8,16 +8,22 @@ import threading
 import numpy as np
 import pytest
 
-from factories import tiny_model_dir, tiny_run_dir  # noqa: F401
+from datasets.vocab import RESERVED_TOKENS
+from factories import tiny_float_model_dir, tiny_model_dir, tiny_run_dir  # noqa: F401
+from keyboard_app.info import describe_suggestions
 from keyboard_app.keyboard import SPACE
-from keyboard_app.personal import (MESSAGES_FILE, STATE_FILE, WEIGHTS_FILE, LearnerConfig,
-                                   PersonalLearner)
+from keyboard_app.personal import (MESSAGES_FILE, NEW, SHARED, STATE_FILE, TOO_FEW, WEIGHTS_FILE,
+                                   LearnerConfig, PersonalLearner)
+from keyboard_app.predictor import Predictor
 from keyboard_app.session import PERSONAL_SUBDIR, KeyboardSession
 
 # An unusual phrase for the tiny model: its language never puts "order" after "about the".
 PHRASE = "Tell me about the order."
 CONTEXT = "Please tell me about the "
 UNUSUAL = "order"
+# A pass holds back the newest 10 messages (LearnerConfig.holdout_messages) to check that the
+# new layer is never worse than the shared model: N + HELD messages train on N.
+HELD = LearnerConfig().holdout_messages
 
 
 def open_session(model_dir, user_dir, **config) -> KeyboardSession:
@@ -74,15 +80,18 @@ def test_opt_in_stores_messages_privately_and_opt_out_stops_at_once(tiny_model_d
 
 
 def test_a_repeated_unusual_phrase_is_learned_and_forgotten(tiny_model_dir, user_dir):
-    session = open_session(tiny_model_dir, user_dir, fine_tune_every=5)
+    session = open_session(tiny_model_dir, user_dir, fine_tune_every=5 + HELD)
     federated = ranked_after(session, CONTEXT, 10)
     assert UNUSUAL not in federated
 
     session.learner.set_learning(True)
-    for _ in range(5):
-        send(session, PHRASE)  # the fifth message starts a background pass
+    for _ in range(5 + HELD):
+        send(session, PHRASE)  # the fifteenth message starts a background pass
     assert session.learner.wait(timeout=60)
+    # The last pass trained on the 5 oldest and checked on the 10 newest: it saves keystrokes.
     assert session.learner.personalized and session.learner.stats.messages_learned == 5
+    assert session.learner.stats.check == NEW
+    assert session.learner.stats.ksr_personal > session.learner.stats.ksr_shared
     assert ranked_after(session, CONTEXT)[0] == UNUSUAL
     for char in CONTEXT.lower():
         session.press(SPACE if char == " " else char)
@@ -103,7 +112,7 @@ def test_personalize_now_learns_from_fewer_than_n_messages(tiny_model_dir, user_
     session = open_session(tiny_model_dir, user_dir, fine_tune_every=50)
     assert not session.learner.personalize_now()  # nothing stored
     session.learner.set_learning(True)
-    for _ in range(3):
+    for _ in range(3 + HELD):
         send(session, PHRASE)
     assert not session.learner.busy and not session.learner.personalized
     assert session.learner.personalize_now()
@@ -116,17 +125,17 @@ def test_personalize_now_learns_from_fewer_than_n_messages(tiny_model_dir, user_
 def test_personalization_survives_a_restart_of_the_core(tiny_model_dir, user_dir):
     session = open_session(tiny_model_dir, user_dir, fine_tune_every=100)
     session.learner.set_learning(True)
-    for _ in range(4):
+    for _ in range(4 + HELD):
         send(session, PHRASE)
     result = session.learner.personalize_blocking()
-    assert result.applied and result.messages == 4 and result.seconds > 0
+    assert result.adopted and result.messages == 4 and result.seconds > 0
     learned = ranked_after(session, CONTEXT, 5)
     stats = session.learner.stats
     session.close()
 
     again = open_session(tiny_model_dir, user_dir, fine_tune_every=100)
     assert again.learner.learning and again.learner.personalized
-    assert again.learner.messages == [PHRASE] * 4
+    assert again.learner.messages == [PHRASE] * (4 + HELD)
     assert ranked_after(again, CONTEXT, 5) == learned and learned[0] == UNUSUAL
     assert again.learner.stats == stats and again.learner.notices == []
     assert again.learner.unlearned == 0
@@ -138,9 +147,9 @@ def test_the_same_messages_give_the_same_weights(tiny_model_dir, tmp_path):
     for name in ("a", "b"):
         session = open_session(tiny_model_dir, tmp_path / name, fine_tune_every=100)
         session.learner.set_learning(True)
-        for text in (PHRASE, "see you at the station", PHRASE):
+        for text in (PHRASE, "see you at the station", PHRASE, *[PHRASE] * HELD):
             send(session, text)
-        session.learner.personalize_blocking()
+        assert session.learner.personalize_blocking().adopted
         weights.append(session.predictor.get_personal())
         session.close()
     assert all(np.array_equal(weights[0][k], weights[1][k]) for k in weights[0])
@@ -150,7 +159,7 @@ def test_a_pass_running_during_forget_is_discarded(tiny_model_dir, user_dir, mon
     session = open_session(tiny_model_dir, user_dir, fine_tune_every=100)
     learner = session.learner
     learner.set_learning(True)
-    for _ in range(5):
+    for _ in range(5 + HELD):
         send(session, PHRASE)
     release = threading.Event()
     train = PersonalLearner._train
@@ -173,13 +182,13 @@ def test_a_pass_running_during_forget_is_discarded(tiny_model_dir, user_dir, mon
 def _personalized_dir(model_dir, user_dir) -> None:
     session = open_session(model_dir, user_dir, fine_tune_every=100)
     session.learner.set_learning(True)
-    for _ in range(4):
+    for _ in range(4 + HELD):
         send(session, PHRASE)
-    session.learner.personalize_blocking()
+    assert session.learner.personalize_blocking().adopted
     session.close()
 
 
-@pytest.mark.parametrize("damage", ["garbage", "truncated", "other_model_shapes", "other_model_hash"])
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "other_model_shapes"])
 def test_damaged_personal_weights_are_moved_aside_and_the_federated_model_is_used(
         tiny_model_dir, user_dir, damage):
     _personalized_dir(tiny_model_dir, user_dir)
@@ -191,10 +200,7 @@ def test_damaged_personal_weights_are_moved_aside_and_the_federated_model_is_use
     else:
         with np.load(path) as data:
             arrays = {k: data[k] for k in data.files}
-        if damage == "other_model_shapes":
-            arrays["bias"] = arrays["bias"][:-3]
-        else:
-            arrays["model_sha256"] = np.array("0" * 64)
+        arrays["bias"] = arrays["bias"][:-3]
         with path.open("wb") as f:
             np.savez(f, **arrays)
 
@@ -206,8 +212,8 @@ def test_damaged_personal_weights_are_moved_aside_and_the_federated_model_is_use
     assert not path.exists()
     assert len(list(path.parent.glob(WEIGHTS_FILE + ".damaged-*"))) == 1
     assert UNUSUAL not in ranked_after(session, CONTEXT, 10)
-    assert learner.messages == [PHRASE] * 4 and learner.learning  # messages are intact
-    assert learner.unlearned == 4  # the next pass learns them again
+    assert learner.messages == [PHRASE] * (4 + HELD) and learner.learning  # messages are intact
+    assert learner.unlearned == 4 + HELD  # the next pass learns them again
     learner.forget()  # forgetting also deletes the damaged copy
     assert sorted(p.name for p in path.parent.iterdir()) == [STATE_FILE]
     session.close()
@@ -241,6 +247,128 @@ def test_a_damaged_state_file_is_moved_aside_and_learning_is_off(tiny_model_dir,
     session.close()
 
 
+def test_a_user_whose_recent_messages_are_unlike_their_earlier_ones_keeps_the_shared_model(
+        tiny_model_dir, user_dir):
+    from factories import synthetic_texts
+
+    session = open_session(tiny_model_dir, user_dir, fine_tune_every=100)
+    learner = session.learner
+    learner.set_learning(True)
+    for _ in range(5):
+        send(session, PHRASE)
+    words = session.predictor.vocab.tokens[len(RESERVED_TOKENS):]
+    for text in synthetic_texts(words, HELD, seed=1):  # the shared model's own kind of text
+        send(session, text)
+    result = learner.personalize_blocking()
+    assert result.applied and result.choice == SHARED and result.heldout == HELD
+    assert result.keystrokes[NEW] > result.keystrokes[SHARED]  # the layer would cost keystrokes
+    assert not learner.personalized and learner.stats.check == SHARED
+    assert not (user_dir / PERSONAL_SUBDIR / WEIGHTS_FILE).exists()
+    assert UNUSUAL not in ranked_after(session, CONTEXT, 10)
+    assert describe_suggestions(learner.stats, personalized=False, learning=True,
+                                stored_messages=5 + HELD) == (
+        "Suggestions: the shared model (your personal layer saved no keystrokes on your latest "
+        "10 messages, so it is not used).")
+    session.close()
+
+
+def test_too_few_messages_to_hold_back_keep_the_shared_model(tiny_model_dir, user_dir):
+    session = open_session(tiny_model_dir, user_dir, fine_tune_every=100)
+    learner = session.learner
+    learner.set_learning(True)
+    for _ in range(HELD):  # all would be held back: nothing left to learn from
+        send(session, PHRASE)
+    result = learner.personalize_blocking()
+    assert result.choice == TOO_FEW and result.messages == 0 and not result.adopted
+    assert not learner.personalized and learner.stats.fine_tunes == 0
+    assert not (user_dir / PERSONAL_SUBDIR / WEIGHTS_FILE).exists()
+    assert UNUSUAL not in ranked_after(session, CONTEXT, 10)
+    assert describe_suggestions(learner.stats, personalized=False, learning=True,
+                                stored_messages=HELD) == (
+        "Suggestions: the shared model (personalizing needs 1 more message: your newest are "
+        "held back to check it).")
+    send(session, PHRASE)  # one more: one to learn from, ten to check on
+    assert learner.personalize_blocking().adopted
+    assert learner.personalized and ranked_after(session, CONTEXT)[0] == UNUSUAL
+    assert describe_suggestions(learner.stats, personalized=True, learning=True,
+                                stored_messages=HELD + 1).startswith(
+        "Suggestions: personalized on your 1 messages (+")
+    session.close()
+
+
+def test_the_panel_says_which_model_is_in_use_in_plain_words():
+    from keyboard_app.personal import PersonalStats
+
+    stats = PersonalStats(messages_learned=57, check=NEW, check_messages=12, ksr_shared=0.30,
+                          ksr_personal=0.42)
+    assert describe_suggestions(stats, personalized=True, learning=True, stored_messages=69) == (
+        "Suggestions: personalized on your 57 messages (+12% keystrokes saved on your latest 12).")
+    assert describe_suggestions(PersonalStats(), personalized=False, learning=False,
+                                stored_messages=0) == "Suggestions: the shared model."
+    assert "a new one arrived" in describe_suggestions(
+        PersonalStats(), personalized=False, learning=True, stored_messages=20, refit_pending=True)
+
+
+def test_a_new_shared_model_triggers_a_re_fit_from_the_stored_messages(
+        tiny_model_dir, tiny_float_model_dir, user_dir, monkeypatch):
+    _personalized_dir(tiny_model_dir, user_dir)  # learned on the quantized model
+    weights = user_dir / PERSONAL_SUBDIR / WEIGHTS_FILE
+    release = threading.Event()
+    train = PersonalLearner._train
+
+    def held_train(self, messages):
+        release.wait(timeout=30)  # the re-fit waits until the test has looked
+        return train(self, messages)
+
+    monkeypatch.setattr(PersonalLearner, "_train", held_train)
+    session = open_session(tiny_float_model_dir, user_dir, fine_tune_every=100)  # "a new model"
+    learner = session.learner
+    try:
+        assert learner.refit_pending and learner.busy  # started by itself: learning is on
+        assert not learner.personalized and not weights.exists()  # no use on the new model
+        assert len(learner.notices) == 1 and "A new shared model arrived" in learner.notices[0]
+        assert "damaged" not in learner.notices[0]
+        shared = Predictor(tiny_float_model_dir)
+        assert ranked_after(session, CONTEXT, 10) == shared.suggest(CONTEXT, 10)
+        assert describe_suggestions(learner.stats, personalized=False, learning=True,
+                                    stored_messages=len(learner.messages),
+                                    refit_pending=True).startswith(
+            "Suggestions: the shared model (a new one arrived; your personal layer is being re-fitted")
+    finally:
+        release.set()
+    assert learner.wait(timeout=60)
+    assert not learner.refit_pending and learner.personalized and learner.stats.check == NEW
+    assert learner.stats.messages_learned == 4 and ranked_after(session, CONTEXT)[0] == UNUSUAL
+    with np.load(weights) as data:
+        assert str(data["model_sha256"]) == session.predictor.model_card["file"]["sha256"]
+    session.close()
+    again = open_session(tiny_float_model_dir, user_dir, fine_tune_every=100)
+    assert again.learner.personalized and not again.learner.refit_pending
+    assert again.learner.notices == []
+    again.close()
+
+
+def test_forget_after_a_pass_leaves_no_file_and_the_shared_models_suggestions(
+        tiny_model_dir, user_dir):
+    session = open_session(tiny_model_dir, user_dir, fine_tune_every=100)
+    learner = session.learner
+    learner.set_learning(True)
+    for _ in range(5 + HELD):
+        send(session, PHRASE)
+    assert learner.personalize_blocking().adopted
+    assert ranked_after(session, CONTEXT)[0] == UNUSUAL
+    learner.set_learning(False)
+    session.forget()
+    assert not (user_dir / PERSONAL_SUBDIR).exists()  # no file, no folder
+    shared = Predictor(tiny_model_dir)
+    for context in [CONTEXT, "", "See you at the ", "about th", *UNRELATED]:
+        assert ranked_after(session, context, 10) == shared.suggest(context, 10), context
+        ids = shared.training_examples(context + " x")[0][-1]
+        assert np.array_equal(session.predictor.logprobs(ids), shared.logprobs(ids)), context
+    session.close()
+    assert not (user_dir / PERSONAL_SUBDIR).exists()
+
+
 def test_learner_config_is_checked():
     with pytest.raises(ValueError, match="fine_tune_every must be at least 1"):
         LearnerConfig(fine_tune_every=0)
@@ -251,21 +379,38 @@ def test_learner_config_is_checked():
 # contexts kept its top word. Fewer steps (1-3 epochs, no min_steps) kept at most 6 of 11 and
 # then 3 x PHRASE no longer taught "order"; zeroing the adapter kept 11 but learned nothing;
 # mixing in "anchor" examples (contexts sampled from the federated model, its own top word as
-# target) kept 5 of 11. Not fixed yet.
+# target) kept 5 of 11.
+# Issue 15 (never worse), measured with /tmp scripts on the same tiny model, "game" after
+# "See you at the " / unrelated kept / 5 x PHRASE still teaches "order":
+#   defaults                      game  1/11  yes      zero the bias afterwards   game  1/11  yes
+#   zero adapter_up afterwards    -    11/11  no       scale bias+adapter_up 0.5  -     1/11  no
+#   scale 0.8                     game  1/11  yes      15 or 25 steps             -   1-2/11  no
+#   distillation anchors (sentences sampled from the shared model, targets sampled from
+#   its distribution, i.e. hard-label KL toward it), per user example: x1 game 0/11 yes,
+#   x2 - 0/11 yes, x3 game 4/11 no, x5 game 3/11 no, x10 - 1/11 no; x5 with argmax targets
+#   game 3/11 yes; x3 + scale 0.8 - 6/11 no.
+# The adapter does the damage (zeroing the bias changes nothing), and in the tiny model's
+# synthetic language the next word depends on the previous word only, so "What do you " looks
+# like "See you " and "This is the " like "at the ": learning "you -> at" and "the -> game" moves
+# them too. No setting above learns the phrase and keeps all 11; still open. What protects a
+# user now is the never-worse check: a layer that costs keystrokes on their newest messages is
+# not used (test_a_user_whose_recent_messages_are_unlike_...).
 SIMILAR = ["See you at the game.", "See you at the game later.", "Going to the game.",
            "See you at the game tonight.", "Meet me at the game.", "See you at the game!"]
 UNRELATED = ["I would like to ", "What do you ", "It is a ", "We need to ", "This is the ",
              "How are ", "Can you ", "I think that ", "They said ", "My ", "Thanks for the "]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12: a small pass still changes unrelated contexts")
+@pytest.mark.xfail(strict=True, reason="issue 12: a small pass still changes unrelated contexts "
+                   "(the never-worse check does not reject it: its held-back messages are similar)")
 def test_a_small_pass_keeps_the_federated_top_word_in_unrelated_contexts(tiny_model_dir, user_dir):
     session = open_session(tiny_model_dir, user_dir, fine_tune_every=100)
     federated = {context: ranked_after(session, context, 1) for context in UNRELATED}
     session.learner.set_learning(True)
-    for text in SIMILAR:
+    for text in SIMILAR + SIMILAR + SIMILAR[:HELD - len(SIMILAR)]:  # six learned, ten held back
         send(session, text)
-    assert session.learner.personalize_blocking().applied
+    result = session.learner.personalize_blocking()
+    assert result.adopted and result.messages == len(SIMILAR)
     assert ranked_after(session, "See you at the ")[0] == "game"
     assert {context: ranked_after(session, context, 1) for context in UNRELATED} == federated
     session.close()

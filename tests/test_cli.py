@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from fl_pipeline.cli import build_parser, main
+from fl_pipeline.cli import build_parser
 
-SUBCOMMANDS = ["data", "train", "eval", "export", "predict", "app", "worker", "audit", "bench", "demo"]
+SUBCOMMANDS = ["data", "pretrain", "train", "eval", "export", "predict", "app", "worker", "audit", "bench", "demo"]
 
 
 def fedkb(*args: str) -> subprocess.CompletedProcess:

@@ -5,11 +5,11 @@ demo that reuses every stage, export included.
 The demo runs in a fresh directory holding only a `.venv` link to this checkout's, as on a
 fresh machine after `make setup`, without a display; commands are typed into a shell."""
 
+import json
 import os
 import re
 import shlex
 import subprocess
-import sys
 from pathlib import Path
 
 from fl_pipeline.cli import build_parser
@@ -49,9 +49,14 @@ def check_runs_as_printed(command: str, cwd: Path) -> None:
 
 def test_demo_then_every_printed_and_quick_start_command(tmp_path):
     (tmp_path / ".venv").symlink_to(CHECKOUT / ".venv")
-    first = shell(".venv/bin/fedkb demo", tmp_path, FEDKB_DEMO_TINY="1")
+    # The chitchat demo: its stages include the default (fortunes) demo's three.
+    first = shell(".venv/bin/fedkb demo --corpus chitchat", tmp_path, FEDKB_DEMO_TINY="1")
     assert first.returncode == 0, first.stderr[-3000:]
-    assert "3/3 exporting to TFLite in runs/demo/model" in first.stdout
+    assert "5/5 exporting to TFLite in runs/demo/model" in first.stdout
+    assert "3/5 pretraining on the server on public fortunes text" in first.stdout
+    run_config = json.loads((tmp_path / "runs" / "demo" / "run" / "config.json").read_text())
+    assert run_config["data"]["corpus"] == "chitchat"  # the phones' text
+    assert run_config["init"]["corpus"] == "fortunes" and run_config["init"]["public_text"]
 
     fedkb = str(CHECKOUT / ".venv" / "bin" / "fedkb")  # the running fedkb, as the demo spells it
     printed = [line.split(": ", 1)[1] for line in first.stdout.splitlines()
@@ -68,11 +73,26 @@ def test_demo_then_every_printed_and_quick_start_command(tmp_path):
 
     card = tmp_path / "runs" / "demo" / "model" / "model_card.json"
     exported = card.read_bytes()
-    second = shell(".venv/bin/fedkb demo --no-app", tmp_path, FEDKB_DEMO_TINY="1")
+    other = shell(".venv/bin/fedkb demo --no-app", tmp_path, FEDKB_DEMO_TINY="1")  # fortunes
+    assert other.returncode == 2 and len(other.stderr.strip().splitlines()) == 1
+    assert "holds a demo on 'chitchat'" in other.stderr and "--corpus chitchat" in other.stderr
+    second = shell(".venv/bin/fedkb demo --corpus chitchat --no-app", tmp_path, FEDKB_DEMO_TINY="1")
     assert second.returncode == 0, second.stderr[-3000:]
-    assert "2/3 using the finished run" in second.stdout
-    assert "3/3 using the model in runs/demo/model, exported from this run" in second.stdout
+    assert "4/5 using the finished run" in second.stdout
+    assert "3/5 using the pretrained model in runs/demo/pretrain" in second.stdout
+    assert "5/5 using the model in runs/demo/model, exported from this run" in second.stdout
     assert card.read_bytes() == exported  # not exported again
+
+    # The demo model on chat from another source (issue 14 §3), typed by the model and by an
+    # n-gram and a bigram counted from the phones' text.
+    (tmp_path / "other.txt").write_text("see you tomorrow\nhow are you doing today\n")
+    other = shell(".venv/bin/python -m fl_pipeline.bench.other_chat runs/demo/model runs/demo/run "
+                  "other.txt --out other.json", tmp_path)
+    assert other.returncode == 0, other.stderr[-3000:]
+    report = json.loads((tmp_path / "other.json").read_text())
+    assert report["messages"] == 2 and set(report["models"]) == {"federated (TFLite)", "n-gram",
+                                                                  "bigram"}
+    assert all(row["words"] == 8 and row["ksr"] < 1 for row in report["models"].values())
 
     from fl_pipeline.export import export_is_current
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import time
 from pathlib import Path
 
 import psutil
@@ -14,12 +13,18 @@ import pytest
 from fl_helpers import FAST_TRAIN_FLAGS, fedkb
 
 
-def worker_processes_started_after(moment: float) -> list[psutil.Process]:
+def workers_tagged(tag: str) -> list[psutil.Process]:
+    """Live TFF workers started by a trainer run with FEDKB_TEST_TAG=tag (they inherit its
+    environment); other tests' workers, running alongside under xdist, do not count."""
     found = []
-    for process in psutil.process_iter(["name", "create_time", "cmdline"]):
-        cmdline = " ".join(process.info["cmdline"] or [])
-        if "worker_binary" in cmdline and process.info["create_time"] >= moment - 1:
-            found.append(process)
+    for process in psutil.process_iter(["cmdline", "status"]):
+        try:
+            if ("worker_binary" in " ".join(process.info["cmdline"] or [])
+                    and process.info["status"] != psutil.STATUS_ZOMBIE
+                    and process.environ().get("FEDKB_TEST_TAG") == tag):
+                found.append(process)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
     return found
 
 
@@ -31,9 +36,10 @@ def rounds_in(path) -> list[int]:
 @pytest.fixture(scope="module")
 def trained_run(data_dir, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("run") / "run"
-    started = time.time()
-    out = fedkb("train", "--data", data_dir, "--out", run_dir, "--rounds", "6", *FAST_TRAIN_FLAGS)
-    return run_dir, out, started
+    tag = run_dir.parent.name
+    out = fedkb("train", "--data", data_dir, "--out", run_dir, "--rounds", "6", *FAST_TRAIN_FLAGS,
+                env={"FEDKB_TEST_TAG": tag})
+    return run_dir, out, tag
 
 
 def test_training_writes_a_complete_run_directory(trained_run):
@@ -68,8 +74,8 @@ def test_federated_averaging_lowers_held_out_loss(trained_run):
 
 
 def test_no_tff_worker_survives_a_training_run(trained_run):
-    _, _, started = trained_run
-    assert worker_processes_started_after(started) == []
+    _, _, tag = trained_run
+    assert workers_tagged(tag) == []
 
 
 def test_eval_compares_five_models_on_the_same_held_out_texts(trained_run):

@@ -44,9 +44,9 @@ def test_text_typed_while_learning_is_off_is_never_written(tiny_model_dir, tmp_p
     config = LearnerConfig(fine_tune_every=100)
     session = KeyboardSession.open(tiny_model_dir, user_dir, learner_config=config)
     session.learner.set_learning(True)
-    for _ in range(3):
+    for _ in range(3 + config.holdout_messages):  # the newest 10 are held back to check the layer
         type_and_send(session, LEARNED)
-    assert session.learner.personalize_blocking().applied
+    assert session.learner.personalize_blocking().adopted
     session.learner.set_learning(False)
     for _ in range(3):
         type_and_send(session, SECRET)
@@ -60,7 +60,8 @@ def test_text_typed_while_learning_is_off_is_never_written(tiny_model_dir, tmp_p
     assert files_containing(user_dir, SECRET) == []
 
     again = KeyboardSession.open(tiny_model_dir, user_dir, learner_config=config)
-    assert again.learner.messages == [LEARNED] * 3 and not again.learner.learning
+    assert again.learner.messages == [LEARNED] * (3 + config.holdout_messages)
+    assert not again.learner.learning
     type_and_send(again, SECRET)
     again.learner.personalize_blocking()
     again.learner.forget()
