@@ -173,7 +173,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--dp-noise-multiplier", type=float, default=None,
                        help="train with differential privacy (tff.learning.dp_aggregator)")
     train.add_argument("--secure-agg", action="store_true", help="tff.learning.secure_aggregator")
-    train.add_argument("--compress", action="store_true", help="tff.learning.compression_aggregator")
+    train.add_argument("--compress", action="store_true",
+                       help="smaller uploads: Hadamard-rotated low-bit quantization of the "
+                       "server's share of the vocabulary's rows (README: Communication)")
+    setting("--compress-bits", type=int, metavar="B",
+            help="with --compress: bits per quantized value (0 = float32)")
+    setting("--compress-rows", type=float, metavar="FRACTION",
+            help="with --compress: share of the vocabulary's rows sent each round (1 = all)")
+    train.add_argument("--compress-tff8", action="store_true",
+                       help="tff.learning.compression_aggregator (8-bit, about 4x smaller)")
     train.add_argument("--no-update-clipping", dest="clip_updates", action="store_false",
                        help="plain FedAvg: do not bound client updates on the default path "
                        "(tff.learning.robust_aggregator); for comparisons and `fedkb audit`")

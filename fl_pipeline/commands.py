@@ -51,13 +51,14 @@ def train_config_from_args(args: argparse.Namespace) -> "TrainConfig":
               "max_examples_per_client", "client_lr", "server_optimizer", "server_lr",
               "server_lr_schedule",
               "eval_every", "eval_clients", "checkpoint_every", "seed", "dp_noise_multiplier",
-              "dropout", "over_select", "worker_timeout")
+              "dropout", "over_select", "worker_timeout", "compress_bits", "compress_rows")
     overrides = {name: getattr(args, name) for name in fields if getattr(args, name) is not None}
     if args.workers:
         overrides["workers"] = tuple(w.strip() for w in args.workers.split(",") if w.strip())
     try:
         return TrainConfig(secure_agg=args.secure_agg, compress=args.compress,
-                           clip_updates=args.clip_updates, **overrides)
+                           compress_tff8=args.compress_tff8, clip_updates=args.clip_updates,
+                           **overrides)
     except ValueError as e:
         raise FedKBError(str(e).replace("TrainConfig.", "--").replace("_", "-")) from None
 

@@ -36,7 +36,13 @@ class TrainConfig:
     seed: int = 0
     dp_noise_multiplier: float | None = None
     secure_agg: bool = False
+    # --compress (fl_pipeline/compression.py): Hadamard rotation + `compress_bits`-bit
+    # quantization (0 = float32) of the server's `compress_rows` share of the
+    # vocabulary's rows; --compress-tff8: tff.learning.compression_aggregator.
     compress: bool = False
+    compress_bits: int = 2
+    compress_rows: float = 0.25
+    compress_tff8: bool = False
     workers: tuple[str, ...] = ()  # host:port of `fedkb worker`s; empty = one local worker
     worker_timeout: float = 30.0  # seconds a remote worker may be unreachable before the run stops
     dropout: float = 0.0  # chance that a sampled client fails mid-round (simulated, seeded)
@@ -78,11 +84,15 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig.dp_noise_multiplier {self.dp_noise_multiplier} needs at "
                                  f"least {min_clients} clients per round (TFF's adaptive clipping); "
                                  "raise clients_per_round or lower the noise")
-            if self.secure_agg or self.compress:
+            if self.secure_agg or self.compress or self.compress_tff8:
                 raise ValueError("differential privacy (dp_noise_multiplier) cannot be combined "
-                                 "with secure_agg or compress in FedKB: choose one")
-        if self.secure_agg and self.compress:
-            raise ValueError("secure_agg and compress cannot be combined: choose one")
+                                 "with secure_agg, compress or compress_tff8 in FedKB: choose one")
+        if sum([self.secure_agg, self.compress, self.compress_tff8]) > 1:
+            raise ValueError("secure_agg, compress and compress_tff8 cannot be combined: choose one")
+        if not (isinstance(self.compress_bits, int) and 0 <= self.compress_bits <= 16):
+            raise ValueError(f"TrainConfig.compress_bits must be 0 (float32) to 16, got {self.compress_bits!r}")
+        if not 0 < self.compress_rows <= 1:
+            raise ValueError(f"TrainConfig.compress_rows must be in (0, 1], got {self.compress_rows!r}")
         for worker in self.workers:
             host, _, port = worker.rpartition(":")
             if not host or not port.isdigit() or self.workers.count(worker) > 1:
@@ -93,4 +103,8 @@ class TrainConfig:
 
     @classmethod
     def from_json(cls, data: dict) -> "TrainConfig":
-        return cls(**{"clip_updates": False, **data, "workers": tuple(data.get("workers", ()))})
+        data = {"clip_updates": False, **data, "workers": tuple(data.get("workers", ()))}
+        if data.get("compress") and "compress_tff8" not in data:
+            # Before --compress-tff8 existed, --compress was compression_aggregator.
+            data.update(compress=False, compress_tff8=True)
+        return cls(**data)

@@ -4,21 +4,13 @@
   `dp_accounting` library: each round is a Gaussian mechanism on a cohort
   sampled without replacement from the training clients, composed over the
   rounds in an RDP accountant.
-- Bytes one client uploads per round, from the encoded size of its update:
-  float32 values, or 8-bit values for the tensors that TFF's
-  `compression_aggregator` quantizes (those above its 20,000-element threshold).
+
+Bytes on the network are measured in the rounds themselves (`compression`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import dp_accounting
-
-# tff.learning.compression_aggregator: EncodedSumFactory.quantize_above_threshold(
-#     quantization_bits=8, threshold=20000)
-_COMPRESSION_BITS = 8
-_COMPRESSION_THRESHOLD = 20_000
 
 
 def default_delta(num_clients: int) -> float:
@@ -42,14 +34,3 @@ def dp_epsilon(noise_multiplier: float, clients_per_round: int, num_clients: int
         neighboring_relation=dp_accounting.NeighboringRelation.REPLACE_ONE)
     accountant.compose(dp_accounting.SelfComposedDpEvent(round_event, rounds))
     return float(accountant.get_epsilon(delta)), delta
-
-
-def upload_bytes(tensor_sizes: Sequence[int], compress: bool = False) -> int:
-    """Bytes of one client's model update (plus its float32 weight)."""
-    total = 4  # the client's weight (number of examples)
-    for size in tensor_sizes:
-        if compress and size > _COMPRESSION_THRESHOLD:
-            total += size * _COMPRESSION_BITS // 8 + 8  # values + float32 min/max
-        else:
-            total += 4 * size
-    return total

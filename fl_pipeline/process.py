@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from fl_pipeline import compression
 from fl_pipeline.client_data import build_dataset_computation
 from fl_pipeline.config import TrainConfig
 from models.metrics import MaskedLoss, metric_builders
@@ -73,8 +74,13 @@ def _server_optimizer(config: TrainConfig) -> tff.learning.optimizers.Optimizer:
     }[config.server_optimizer]()
 
 
-def model_update_aggregator(config: TrainConfig):
-    """The aggregator the privacy/communication options ask for; each bounds client updates."""
+def model_update_aggregator(config: TrainConfig, vocab_size: int):
+    """The aggregator the privacy/communication options ask for; each bounds client updates.
+
+    Every path except DP and secure aggregation measures its upload
+    (`compression.MeasureUpload`): TFF's `robust_aggregator` and
+    `compression_aggregator` take a `debug_measurements_fn` that wraps the
+    weighted mean they build, TFF's own hook for added measurements."""
     if config.dp_noise_multiplier is not None:
         # zeroing=False: TFF's default zeroing threshold adapts to the clients'
         # update norms without noise, outside the (epsilon, delta) accounting.
@@ -84,8 +90,19 @@ def model_update_aggregator(config: TrainConfig):
                                           zeroing=False)
     if config.secure_agg:
         return tff.learning.secure_aggregator(weighted=True)
+    if config.compress_tff8:
+        # The mean inside is MeanFactory(EncodedSumFactory.quantize_above_threshold(8, 20000)),
+        # whose encoder_fn compression.quantize_above(8) is.
+        return tff.learning.compression_aggregator(
+            weighted=True, debug_measurements_fn=lambda mean: compression.MeasureUpload(
+                mean, compression.quantize_above(compression.TFF8_BITS)))
     if config.compress:
-        return tff.learning.compression_aggregator(weighted=True)
+        # TFF's adaptive zeroing and clipping (robust_aggregator) around the
+        # compressed mean in place of its plain one: the hook is TFF's one
+        # public way to put them around another weighted mean.
+        mean = compression.compressed_mean(config.compress_bits, config.compress_rows, vocab_size)
+        return tff.learning.robust_aggregator(zeroing=True, clipping=True, weighted=True,
+                                              debug_measurements_fn=lambda _plain_mean: mean)
     # The default path bounds every client's update too, with the same
     # adaptive zeroing and clipping that secure_aggregator and
     # compression_aggregator apply: on a real chat corpus one client's finite
@@ -95,8 +112,9 @@ def model_update_aggregator(config: TrainConfig):
     # are exact) caps any client at that norm; zeroing drops updates far
     # above all others (and non-finite ones) entirely.
     if not config.clip_updates:  # a run from before the bound, resumed as it was trained
-        return None
-    return tff.learning.robust_aggregator(zeroing=True, clipping=True, weighted=True)
+        return compression.MeasureUpload(tff.aggregators.MeanFactory())
+    return tff.learning.robust_aggregator(zeroing=True, clipping=True, weighted=True,
+                                          debug_measurements_fn=compression.MeasureUpload)
 
 
 def build_training_process(model_config: ModelConfig, config: TrainConfig,
@@ -107,7 +125,10 @@ def build_training_process(model_config: ModelConfig, config: TrainConfig,
         model_fn=tff_model_fn(model_config),
         client_optimizer_fn=tff.learning.optimizers.build_sgdm(config.client_lr),
         server_optimizer_fn=server_optimizer(config),
-        model_aggregator=model_update_aggregator(config),
+        model_aggregator=model_update_aggregator(config, model_config.vocab_size),
+        # TFF's broadcast of the model, with what each client receives measured.
+        model_distributor=compression.measured_broadcast(
+            tff.learning.models.weights_type_from_model(tff_model_fn(model_config))),
     )
     if config.dp_noise_multiplier is not None:
         # dp_aggregator is an unweighted factory: every client counts the same,

@@ -31,7 +31,7 @@ from datasets.splits import split_problem
 from fl_pipeline.checkpoint_manifest import marked_versions, no_usable_checkpoint, usable_versions
 from fl_pipeline.config import TrainConfig
 from fl_pipeline.participation import participation_summary, plan_rounds
-from fl_pipeline.privacy import dp_epsilon, upload_bytes
+from fl_pipeline.privacy import dp_epsilon
 from models.next_word import ModelConfig, build_model, count_parameters
 
 
@@ -231,12 +231,48 @@ def metric_column(row: dict[str, float], name: str) -> float | None:
     return None
 
 
+def round_plans(train_ids, config: TrainConfig):
+    """Every round's participation of a run with `config` (the plan training followed):
+    the one replay that summary.json and `fedkb bench` share."""
+    per_round = min(config.clients_per_round, len(train_ids))
+    return plan_rounds(train_ids, config.seed, config.rounds, per_round, config.dropout,
+                       config.over_select)
+
+
+def measured_traffic(rounds: list[dict[str, float]], direction: str) -> dict | None:
+    """What `metrics.csv` measured crossing the network in `direction` ("upload" or
+    "download"; `compression.MeasureUpload`, `compression.measured_broadcast`), over
+    the rounds that had clients; None if the run's aggregator does not measure it."""
+    measured = [(metric_column(r, f"{direction}/bytes"), metric_column(r, f"{direction}/bytes_max"),
+                 metric_column(r, f"{direction}/clients")) for r in rounds]
+    measured = [m for m in measured if None not in m]
+    if not measured:
+        return None
+    total = sum(m[0] for m in measured)
+    client_rounds = sum(m[2] for m in measured)
+    return {
+        "bytes_per_client_per_round": total / client_rounds if client_rounds else 0.0,
+        "max_bytes_per_client_per_round": max((m[1] for m in measured if m[2]), default=0),
+        "run_bytes": int(total),
+        "client_rounds": int(client_rounds),
+    }
+
+
+def compression_setting(config: TrainConfig) -> str | bool:
+    """summary.json's `compression`: False, or which compression the run used."""
+    if config.compress_tff8:
+        return "tff.learning.compression_aggregator (8-bit)"
+    if config.compress:
+        bits = f"{config.compress_bits}-bit Hadamard" if config.compress_bits else "float32"
+        return f"{bits}, {config.compress_rows:g} of the vocabulary rows per round"
+    return False
+
+
 def summarize(run_dir: Path, store, model_config: ModelConfig, config: TrainConfig,
               wall_time_s: float) -> dict:
     train_ids = store.client_ids("train")
     per_round = min(config.clients_per_round, len(train_ids))
-    plans = plan_rounds(train_ids, config.seed, config.rounds, per_round, config.dropout,
-                        config.over_select)
+    plans = round_plans(train_ids, config)
     rounds = read_metrics_csv(run_dir / "metrics.csv")
     # Rounds `SkipBadRounds` dropped because they diverged: their updates never reached the model.
     diverged = [int(r["round"]) for r in rounds if metric_column(r, "diverged")]
@@ -249,7 +285,7 @@ def summarize(run_dir: Path, store, model_config: ModelConfig, config: TrainConf
     if heldout["token_loss"] is not None:
         heldout["perplexity"] = math.exp(heldout["token_loss"])
     model = build_model(model_config)
-    sizes = [w.shape.num_elements() for w in model.trainable_weights]
+    upload, download = measured_traffic(rounds, "upload"), measured_traffic(rounds, "download")
     dp = None
     if config.dp_noise_multiplier is not None:
         epsilon, delta = dp_epsilon(config.dp_noise_multiplier, per_round, len(train_ids), config.rounds)
@@ -266,10 +302,12 @@ def summarize(run_dir: Path, store, model_config: ModelConfig, config: TrainConf
         "model_parameters": count_parameters(model),
         "dp": dp,
         "secure_aggregation": config.secure_agg,
-        "compression": config.compress,
+        "compression": compression_setting(config),
         "final_metrics": {"heldout": heldout},
         "wall_time_s": wall_time_s,
-        "upload_bytes_per_client_per_round": upload_bytes(sizes, config.compress),
+        # Measured in every round (None where the aggregator does not: DP, secure aggregation).
+        "upload_bytes_per_client_per_round": upload and upload["bytes_per_client_per_round"],
+        "communication": {"upload": upload, "download": download},
         "participation": participation_summary(plans, per_round, config.dropout, config.over_select),
         "diverged_rounds": diverged,
         "diverged_round_count": len(diverged),

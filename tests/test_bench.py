@@ -86,8 +86,7 @@ def test_figures_agree_with_the_artifacts_they_come_from(bench, bench_dir):
     card = json.loads((work / "model" / "model_card.json").read_text())
     assert figures["communication.raw_text_all_training"]["value"] == stats["splits"]["train"]["utf8_bytes"]
     assert 0 < figures["communication.raw_text_seen"]["value"] <= stats["splits"]["train"]["utf8_bytes"]
-    assert figures["communication.run_upload"]["value"] == (
-        summary["upload_bytes_per_client_per_round"] * summary["rounds"] * summary["clients_per_round"])
+    assert figures["communication.run_upload"]["value"] == summary["communication"]["upload"]["run_bytes"]
     assert figures["device.model_mb"]["value"] == pytest.approx(card["file"]["bytes"] / 1e6)
     assert figures["quality.federated.top3"]["value"] == pytest.approx(
         summary["final_metrics"]["heldout"]["top3_accuracy"], abs=1e-4)
@@ -157,3 +156,35 @@ def test_bench_refuses_to_replace_a_work_directory_it_did_not_write(tmp_path):
     with pytest.raises(FedKBError, match="not written by `fedkb bench`"):
         run_bench(BenchConfig.tiny(tmp_path / "corpus.jsonl"), tmp_path, show_progress=False)
     assert (tmp_path / "work" / "mine.txt").read_text() == "keep me"
+
+
+def test_communication_follows_the_round_plan_and_reports_the_measured_bytes(data_dir, tmp_path):
+    """With dropouts and over-selection some rounds aggregate fewer clients than planned
+    (or none): the bench's run upload is the bytes measured, as summary.json sums them."""
+    from datasets.store import ClientStore
+    from fl_helpers import FAST_TRAIN_FLAGS, fedkb
+    from fl_pipeline.bench.communication import clients_uploaded, communication
+    from fl_pipeline.bench.figures import Figures
+    from fl_pipeline.bench.texts import read_store_texts
+    from fl_pipeline.run import load_run_config, round_plans
+
+    run_dir = tmp_path / "run"
+    fedkb("train", "--data", data_dir, "--out", run_dir, "--rounds", "4", *FAST_TRAIN_FLAGS,
+          "--dropout", "0.5", "--over-select", "1.25")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    _, train, _ = load_run_config(run_dir)
+    store = ClientStore(data_dir)
+    plans = round_plans(store.client_ids("train"), train)
+    aggregated = sum(len(p.aggregated) for p in plans)
+    assert aggregated < train.rounds * train.clients_per_round  # the plan lost clients
+    upload = summary["communication"]["upload"]
+    assert upload["client_rounds"] == aggregated
+    figures = Figures()
+    communication(summary, summary, train, store, read_store_texts(store), figures)
+    found = figures.to_json()["figures"]
+    assert found["communication.run_upload"]["value"] == upload["run_bytes"]
+    assert found["communication.upload_per_client_round"]["value"] == summary["upload_bytes_per_client_per_round"]
+    assert upload["run_bytes"] == aggregated * summary["upload_bytes_per_client_per_round"]
+    texts = read_store_texts(store)
+    assert found["communication.raw_text_seen"]["value"] == texts.utf8_bytes(
+        clients_uploaded(store.client_ids("train"), train))

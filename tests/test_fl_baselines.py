@@ -5,7 +5,7 @@ import pytest
 
 from datasets.vocab import BOS_ID, EOS_ID, OOV_ID, PAD_ID
 from fl_pipeline.baselines import KneserNeyTrigram
-from fl_pipeline.privacy import dp_epsilon, upload_bytes
+from fl_pipeline.privacy import dp_epsilon
 
 V = 12
 A, B, C, D = 8, 9, 10, 11  # word ids
@@ -40,7 +40,16 @@ def test_more_noise_or_fewer_rounds_means_smaller_epsilon():
     assert 0 < delta < 1 / 1000
 
 
-def test_compression_shrinks_only_the_large_tensors_to_a_quarter():
-    sizes = [960_000, 96]
-    assert upload_bytes(sizes) == 4 + 4 * sum(sizes)
-    assert upload_bytes(sizes, compress=True) == 4 + 960_000 + 8 + 4 * 96
+def test_the_rows_of_a_round_keep_the_frequent_words_and_rotate_through_the_others():
+    from fl_pipeline.compression import embedding_rows
+
+    vocab, rows = 100, 20
+    seen = set()
+    for round_num in range(9):
+        selected = embedding_rows(round_num, vocab, rows).numpy().tolist()
+        assert len(selected) == len(set(selected)) == rows  # no row twice: scatter_nd sums duplicates
+        assert set(range(10)) <= set(selected) and max(selected) < vocab
+        seen.update(selected)
+    assert seen == set(range(vocab))  # every row is sent within ceil(90 / 10) rounds
+    assert sorted(embedding_rows(3, vocab, vocab).numpy().tolist()) == list(range(vocab))
+

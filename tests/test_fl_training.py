@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
 
 import psutil
@@ -55,7 +56,10 @@ def test_training_writes_a_complete_run_directory(trained_run):
     assert 4 <= summary["clients_seen"] <= summary["training_clients"]
     assert summary["examples"] > 0 and summary["dp"] is None
     assert summary["diverged_rounds"] == [] and summary["diverged_round_count"] == 0
-    assert summary["upload_bytes_per_client_per_round"] > 4 * summary["model_parameters"]
+    # measured in every round: the float32 update and its weight up, the model down
+    assert summary["upload_bytes_per_client_per_round"] == 4 * summary["model_parameters"] + 4
+    assert summary["communication"]["download"]["bytes_per_client_per_round"] == 4 * summary["model_parameters"]
+    assert summary["communication"]["upload"]["client_rounds"] == 6 * 4
     heldout = summary["final_metrics"]["heldout"]
     assert 0 <= heldout["top1_accuracy"] <= heldout["top3_accuracy"] <= 1
     assert "federated training" in out.stderr  # the progress bar
@@ -102,6 +106,7 @@ def test_eval_compares_five_models_on_the_same_held_out_texts(trained_run):
     (["--dp-noise-multiplier", "0.3"], lambda s: s["dp"]["epsilon"] > 0 and s["dp"]["delta"] < 1),
     (["--secure-agg"], lambda s: s["secure_aggregation"]),
     # an LSTM wide enough for a tensor above the 20,000 values TFF quantizes
+    (["--compress-tff8", "--lstm-units", "80"], lambda s: s["compression"]),
     (["--compress", "--lstm-units", "80"], lambda s: s["compression"]),
 ])
 def test_privacy_and_communication_options_train_and_report(data_dir, tmp_path, option, check):
@@ -112,8 +117,71 @@ def test_privacy_and_communication_options_train_and_report(data_dir, tmp_path, 
     assert rounds_in(tmp_path / "run" / "metrics.csv") == [1, 2]
     if "--dp-noise-multiplier" in option:
         assert "epsilon" in out.stdout
-    if "--compress" in option:
-        assert summary["upload_bytes_per_client_per_round"] < 4 * summary["model_parameters"]
+    if "--compress" in option or "--compress-tff8" in option:
+        expected = encoded_update_bytes(tmp_path / "run", rotate="--compress" in option)
+        upload = summary["communication"]["upload"]
+        assert upload["bytes_per_client_per_round"] == upload["max_bytes_per_client_per_round"] == expected
+        assert expected < 4 * summary["model_parameters"]
+
+
+def encoded_update_bytes(run_dir, rotate: bool) -> int:
+    """What one client's update of this run's model should take, computed here independently:
+    each tensor encoded with tensorflow_model_optimization's encoders as TFF would (8-bit
+    uniform quantization above 20,000 values for --compress-tff8; for --compress, a quarter
+    of the vocabulary's rows and 2-bit Hadamard quantization), plus the float32 weight."""
+    import tensorflow as tf
+    from tensorflow_model_optimization.python.core.internal import tensor_encoding as te
+
+    from models.next_word import ModelConfig, build_model
+
+    config = json.loads((run_dir / "config.json").read_text())
+    model_config = ModelConfig(**config["model"])
+    total = 4
+    for weight in build_model(model_config).trainable_weights:
+        shape = weight.shape.as_list()
+        if rotate and shape[0] == model_config.vocab_size:
+            shape[0] = round(model_config.vocab_size / 4)
+        spec = tf.TensorSpec(shape, tf.float32)
+        if spec.shape.num_elements() <= 20_000:
+            total += 4 * spec.shape.num_elements()
+            continue
+        encoder = te.encoders.as_gather_encoder(
+            te.encoders.hadamard_quantization(2) if rotate else te.encoders.uniform_quantization(8),
+            spec)
+        params, _, _ = encoder.get_params(encoder.initial_state())
+        encoded, _ = encoder.encode(tf.random.normal(shape), params)
+        total += sum(t.shape.num_elements() * t.dtype.size for t in tf.nest.flatten(encoded))
+        # by hand: min and max, then the values bitpacked 28 bits to an int32 word
+        padded = 2 ** math.ceil(math.log2(spec.shape.num_elements())) if rotate else spec.shape.num_elements()
+        assert sum(t.shape.num_elements() * t.dtype.size for t in tf.nest.flatten(encoded)) == (
+            8 + 4 * math.ceil(padded * (2 if rotate else 8) / 28))
+    return total
+
+
+def test_compression_turned_off_trains_as_the_plain_run(trained_run, data_dir, tmp_path):
+    """--compress with float32 values and every row: the same rounds as the plain run."""
+    import h5py
+    import numpy as np
+
+    run_dir, _, _ = trained_run
+    fedkb("train", "--data", data_dir, "--out", tmp_path / "off", "--rounds", "6",
+          *FAST_TRAIN_FLAGS, "--compress", "--compress-bits", "0", "--compress-rows", "1")
+    plain = json.loads((run_dir / "summary.json").read_text())
+    off = json.loads((tmp_path / "off" / "summary.json").read_text())
+    assert off["communication"] == plain["communication"]
+
+    def weights(path):
+        with h5py.File(path) as f:
+            found = []
+            f.visititems(lambda name, obj: found.append(np.array(obj)) if hasattr(obj, "shape") else None)
+            return found
+
+    for a, b in zip(weights(run_dir / "final_model.weights.h5"),
+                    weights(tmp_path / "off" / "final_model.weights.h5"), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    for name in ("token_loss", "top3_accuracy"):
+        assert off["final_metrics"]["heldout"][name] == pytest.approx(
+            plain["final_metrics"]["heldout"][name], abs=1e-4)
 
 
 def test_two_loopback_workers_give_the_same_metrics_as_local_execution(data_dir, tmp_path):

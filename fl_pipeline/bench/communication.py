@@ -2,28 +2,27 @@
 that centralized training would have collected from them.
 
 - Bytes one client uploads per round, without and with `--compress`: the
-  `upload_bytes_per_client_per_round` of real runs' summary.json (the
-  encoded size of a model update, `fl_pipeline.privacy.upload_bytes`).
-- The whole federated run's upload (rounds x clients per round x bytes per
-  update) against the raw UTF-8 text of the clients it sampled, and of all
-  training clients (`stats.json` `splits.train.utf8_bytes`).
+  `upload_bytes_per_client_per_round` of real runs' summary.json, measured
+  in every round from the encoded update (`fl_pipeline.compression`).
+- The whole federated run's measured upload (summary.json
+  `communication.upload.run_bytes`) against the raw UTF-8 text of the
+  clients whose updates it carried, from the run's round plan (dropouts and
+  over-selection included: `run.round_plans`, the plan training followed),
+  and of all training clients (`stats.json` `splits.train.utf8_bytes`).
 """
 
 from __future__ import annotations
 
 from fl_pipeline.bench.figures import Figures
 from fl_pipeline.bench.texts import StoreTexts
-from fl_pipeline.client_data import SeededClientIterator
 from fl_pipeline.config import TrainConfig
+from fl_pipeline.run import round_plans
 
 
-def clients_sampled(train_ids: list[str], train: TrainConfig) -> set[str]:
-    """The clients a run with these settings sampled (the same seeded sampler as training)."""
-    sampler = SeededClientIterator(train_ids, train.seed)
-    seen: set[str] = set()
-    for _ in range(train.rounds):
-        seen.update(sampler.select(min(train.clients_per_round, len(train_ids))))
-    return seen
+def clients_uploaded(train_ids: list[str], train: TrainConfig) -> set[str]:
+    """The clients whose updates a run with these settings aggregated, diverged rounds
+    included (their updates were sent): failed and late clients' were not."""
+    return {client for plan in round_plans(train_ids, train) for client in plan.aggregated}
 
 
 def communication(summary: dict, compressed_summary: dict, train: TrainConfig, store,
@@ -39,27 +38,30 @@ def communication(summary: dict, compressed_summary: dict, train: TrainConfig, s
     figures.add("communication.upload_per_client_round", "upload per client per round",
                 summary["upload_bytes_per_client_per_round"], "bytes",
                 "summary.json of the federated run: upload_bytes_per_client_per_round "
-                "(float32 model update + its weight)", sizes=sizes)
+                "(float32 model update + its weight, measured in every round)", sizes=sizes)
     figures.add("communication.upload_per_client_round_compressed",
                 "upload per client per round, --compress",
                 compressed_summary["upload_bytes_per_client_per_round"], "bytes",
                 f"summary.json of a {compressed_summary['rounds']}-round `fedkb train --compress` "
-                "run (tff.learning.compression_aggregator: 8-bit values for tensors above "
-                "20,000 values)", sizes={**sizes, "rounds": compressed_summary["rounds"]})
+                f"run ({compressed_summary['compression']}; measured in every round)",
+                sizes={**sizes, "rounds": compressed_summary["rounds"]})
     figures.ratio("communication.compressed_over_plain", "--compress / plain upload",
                   "communication.upload_per_client_round_compressed",
                   "communication.upload_per_client_round")
 
-    seen = clients_sampled(train_ids, train)
-    run_sizes = {**sizes, "clients_seen": len(seen), "training_clients": len(train_ids)}
+    seen = clients_uploaded(train_ids, train)
+    upload = summary["communication"]["upload"]
+    run_sizes = {**sizes, "clients_seen": len(seen), "training_clients": len(train_ids),
+                 "client_rounds": upload["client_rounds"]}
     figures.add("communication.run_upload", "upload of the whole federated run",
-                summary["upload_bytes_per_client_per_round"] * summary["rounds"]
-                * summary["clients_per_round"], "bytes",
-                "upload per client per round x rounds x clients per round", sizes=run_sizes)
-    figures.add("communication.raw_text_seen", "raw text of the clients the run sampled",
+                upload["run_bytes"], "bytes",
+                "summary.json communication.upload.run_bytes: the bytes measured in every "
+                "round, summed", sizes=run_sizes)
+    figures.add("communication.raw_text_seen", "raw text of the clients whose updates the run carried",
                 texts.utf8_bytes(seen), "bytes",
-                "UTF-8 bytes of the sampled clients' texts (corpus read again with the store's "
-                "settings; the same seeded sampler as training)", sizes=run_sizes)
+                "UTF-8 bytes of those clients' texts (corpus read again with the store's "
+                "settings; the run's round plan, dropouts and over-selection included)",
+                sizes=run_sizes)
     figures.add("communication.raw_text_all_training", "raw text of all training clients",
                 all_text, "bytes", "stats.json splits.train.utf8_bytes (what centralized "
                 "training collects)", sizes=run_sizes)
