@@ -18,7 +18,7 @@ from pathlib import Path
 from datasets.errors import FedKBError
 from datasets.layout import (BENCH_DIR, DATA_DIR, DEMO_DATA_DIR, DEMO_DIR, DEMO_MODEL_DIR,
                              DEMO_RUN_DIR, MODEL_DIR, PRETRAIN_DIR, RUN_DIR)
-from fl_pipeline.config import SERVER_LR_SCHEDULES, SERVER_OPTIMIZERS, TrainConfig
+from fl_pipeline.config import SERVER_LR_SCHEDULES, SERVER_OPTIMIZERS, TrainConfig, check_eval_models
 
 
 def quiet_native_logs(verbose: bool) -> None:
@@ -40,6 +40,13 @@ def positive_int(text: str) -> int:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
     return value
+
+
+def eval_models(text: str) -> tuple[str, ...]:
+    try:
+        return check_eval_models(name.strip() for name in text.split(",") if name.strip())
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def positive_ints(text: str) -> tuple[int, ...]:
@@ -208,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "(default: %(default)s)")
     evaluate.add_argument("--keyboard-seed", type=int, default=0,
                           help="seed of the user sample (default: %(default)s)")
-    evaluate.add_argument("--models", default=None, metavar="NAME,...",
+    evaluate.add_argument("--models", type=eval_models, default=None, metavar="NAME,...",
                           help="score only these of federated, centralized, local-only, n-gram, "
                           "bigram (default: all)")
 

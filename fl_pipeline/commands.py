@@ -10,6 +10,7 @@ import argparse
 
 from datasets.errors import FedKBError
 from datasets.layout import fedkb_command, venv_command
+from fl_pipeline.config import EVAL_MODELS, TrainConfig
 
 
 def run_data(args: argparse.Namespace) -> int:
@@ -43,10 +44,8 @@ def run_data(args: argparse.Namespace) -> int:
     return 0
 
 
-def train_config_from_args(args: argparse.Namespace) -> "TrainConfig":
+def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
     """TrainConfig defaults, overridden by the flags the user gave."""
-    from fl_pipeline.config import TrainConfig
-
     fields = ("rounds", "clients_per_round", "local_epochs", "batch_size",
               "max_examples_per_client", "client_lr", "server_optimizer", "server_lr",
               "server_lr_schedule",
@@ -119,15 +118,17 @@ def run_pretrain(args: argparse.Namespace) -> int:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from fl_pipeline.evaluate import MODELS, KeyboardEval, compare, format_table
+    from fl_pipeline.run import load_run_config
+
+    load_run_config(args.run_dir)  # a bad run directory is refused before TensorFlow loads
+    from fl_pipeline.evaluate import KeyboardEval, compare, format_table
     # The one place the server side meets the device: the exported models are judged as
     # keyboards by the app's own LiteRT predictor (fl_pipeline itself never imports keyboard_app).
     from keyboard_app.predictor import Predictor
 
     keyboard = KeyboardEval(Predictor, max_users=args.keyboard_users,
                             max_messages_per_user=args.keyboard_messages, seed=args.keyboard_seed)
-    models = MODELS if args.models is None else tuple(
-        m.strip() for m in args.models.split(",") if m.strip())
+    models = args.models or EVAL_MODELS
     print(format_table(compare(args.run_dir, keyboard=keyboard, models=models)))
     print(f"written to {args.run_dir / 'eval.json'}")
     return 0

@@ -9,6 +9,20 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+# What `fedkb eval` compares, in its table's order.
+EVAL_MODELS = ("federated", "centralized", "local-only", "n-gram", "bigram")
+
+
+def check_eval_models(names) -> tuple[str, ...]:
+    """`names` as a tuple, or ValueError naming the unknown ones and the choices."""
+    names = tuple(names)
+    unknown = sorted(set(names) - set(EVAL_MODELS))
+    if unknown or not names:
+        raise ValueError(f"unknown model(s) {', '.join(unknown) or '(none given)'}; choose from "
+                         f"{', '.join(EVAL_MODELS)}")
+    return names
+
+
 SERVER_OPTIMIZERS = ("sgd", "momentum", "adam", "yogi")
 # How the server learning rate changes over the rounds: constant, or from server_lr down to 0
 # at the last round (cosine or linear), e.g. to settle a warm-started model instead of

@@ -35,6 +35,7 @@ from fl_pipeline import keyboard_eval
 from fl_pipeline.baselines import (KneserNeyTrigram, WordPairBigram, score_keras,
                                    score_local_only, train_centralized)
 from fl_pipeline.client_data import to_model_batches
+from fl_pipeline.config import EVAL_MODELS, check_eval_models
 from fl_pipeline.run import RunDirError, load_run_config, open_store, read_json, write_json
 from models.next_word import build_model
 from models.suggest import Suggester
@@ -72,9 +73,6 @@ def load_final_model(run_dir: Path):
     return model
 
 
-MODELS = ("federated", "centralized", "local-only", "n-gram", "bigram")
-
-
 def initial_weights(run_dir: Path, model_config) -> list | None:
     """The federated run's initial weights when it had a warm start (--init-from), else None:
     centralized and local-only then start from the same weights, so that only the training
@@ -90,7 +88,7 @@ def initial_weights(run_dir: Path, model_config) -> list | None:
 
 
 def compare(run_dir: Path, show_progress: bool = True, centralized_curve_at: Sequence[int] = (),
-            keyboard: KeyboardEval | None = None, models: Sequence[str] = MODELS) -> dict:
+            keyboard: KeyboardEval | None = None, models: Sequence[str] = EVAL_MODELS) -> dict:
     """Scores the five models (or those named in `models`); writes and returns the report
     (eval.json).
 
@@ -136,10 +134,10 @@ def compare(run_dir: Path, show_progress: bool = True, centralized_curve_at: Seq
             suggester = keyboard.suggester_for_model_dir(model_dir)
             type_with(name, lambda user: suggester)
 
-    unknown = set(models) - set(MODELS)
-    if unknown:
-        raise RunDirError(f"unknown model(s) {', '.join(sorted(unknown))}; choose from "
-                          f"{', '.join(MODELS)}")
+    try:
+        models = check_eval_models(models)
+    except ValueError as e:
+        raise RunDirError(str(e)) from None
     init = initial_weights(run_dir, model_config)
     federated = load_final_model(run_dir)
     if "federated" in models:

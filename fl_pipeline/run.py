@@ -31,8 +31,7 @@ from datasets.splits import split_problem
 from fl_pipeline.checkpoint_manifest import marked_versions, no_usable_checkpoint, usable_versions
 from fl_pipeline.config import TrainConfig
 from fl_pipeline.participation import participation_summary, plan_rounds
-from fl_pipeline.privacy import dp_epsilon
-from models.next_word import ModelConfig, build_model, count_parameters
+from models.config import ModelConfig
 
 
 class RunDirError(FedKBError):
@@ -270,6 +269,10 @@ def compression_setting(config: TrainConfig) -> str | bool:
 
 def summarize(run_dir: Path, store, model_config: ModelConfig, config: TrainConfig,
               wall_time_s: float) -> dict:
+    # Imported here, not at the top: `fedkb train` refuses bad input before TensorFlow loads.
+    from fl_pipeline.privacy import dp_epsilon
+    from models.next_word import build_model, count_parameters
+
     train_ids = store.client_ids("train")
     per_round = min(config.clients_per_round, len(train_ids))
     plans = round_plans(train_ids, config)

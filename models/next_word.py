@@ -11,26 +11,9 @@ has about 1.36M parameters.
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
-
 import tensorflow as tf
 
-
-@dataclass(frozen=True)
-class ModelConfig:
-    vocab_size: int = 10_000
-    seq_len: int = 20  # T: tokens of context the model reads
-    embedding_dim: int = 96  # E
-    lstm_units: int = 256  # U
-
-    def __post_init__(self):
-        for name, value in dataclasses.asdict(self).items():
-            if not isinstance(value, int) or value <= 0:
-                raise ValueError(f"ModelConfig.{name} must be a positive integer, got {value!r}")
-
-    def to_json(self) -> dict:
-        return dataclasses.asdict(self)
+from models.config import ModelConfig
 
 
 class TiedOutput(tf.keras.layers.Layer):

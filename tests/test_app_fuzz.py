@@ -81,7 +81,7 @@ def test_the_app_core_survives_random_key_events(tiny_model_dir, tmp_path, seed,
                 check(session, vocab_words, name)
             except Exception as e:
                 raise AssertionError(f"event {i} ({name}) after {history[-20:-1]}: {e!r}") from e
-        assert session.learner.wait(timeout=120)
+        assert session.learner.wait(timeout=300)
     finally:
         session.close()
     assert len(session.conversation) > events // 200  # sends happened, with text

@@ -33,7 +33,7 @@ CORE_RUN = textwrap.dedent("""
             session.press(SPACE if char == " " else char)
         session.tap_suggestion(1)
         session.send()
-    session.learner.wait(timeout=60)
+    session.learner.wait(timeout=300)
     learned = session.learner.stats.fine_tunes
     session.learner.forget()
     session.close()
@@ -46,7 +46,7 @@ def test_core_and_app_modules_open_no_socket_and_never_import_tensorflow(tiny_mo
     env = {**os.environ, "KIVY_NO_ARGS": "1", "KIVY_HOME": str(tmp_path / "kivy-home"),
            "KIVY_LOG_MODE": "PYTHON"}
     proc = subprocess.run([sys.executable, "-c", CORE_RUN, str(tiny_model_dir), str(tmp_path / "user")],
-                          env=env, capture_output=True, text=True, timeout=120)
+                          env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["fine_tunes"] >= 1  # the background learner really ran
@@ -58,7 +58,7 @@ def test_fedkb_app_without_a_display_says_how_to_run_it(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
     env.update(KIVY_HOME=str(tmp_path / "kivy-home"))
     proc = subprocess.run([sys.executable, "-m", "fl_pipeline.cli", "app", "--model", str(tmp_path)],
-                          env=env, capture_output=True, text=True, timeout=120)
+                          env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert lines[-1].startswith("fedkb app: error: no display") and "xvfb-run" in lines[-1]

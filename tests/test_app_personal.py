@@ -87,7 +87,7 @@ def test_a_repeated_unusual_phrase_is_learned_and_forgotten(tiny_model_dir, user
     session.learner.set_learning(True)
     for _ in range(5 + HELD):
         send(session, PHRASE)  # the fifteenth message starts a background pass
-    assert session.learner.wait(timeout=60)
+    assert session.learner.wait(timeout=300)
     # The last pass trained on the 5 oldest and checked on the 10 newest: it saves keystrokes.
     assert session.learner.personalized and session.learner.stats.messages_learned == 5
     assert session.learner.stats.check == NEW
@@ -116,7 +116,7 @@ def test_personalize_now_learns_from_fewer_than_n_messages(tiny_model_dir, user_
         send(session, PHRASE)
     assert not session.learner.busy and not session.learner.personalized
     assert session.learner.personalize_now()
-    assert session.learner.wait(timeout=60)
+    assert session.learner.wait(timeout=300)
     assert ranked_after(session, CONTEXT)[0] == UNUSUAL
     assert session.learner.stats.fine_tunes == 1 and np.isfinite(session.learner.stats.last_loss)
     session.close()
@@ -173,7 +173,7 @@ def test_a_pass_running_during_forget_is_discarded(tiny_model_dir, user_dir, mon
     assert learner.personalize_now() and learner.busy
     learner.forget()
     release.set()
-    assert learner.wait(timeout=60)
+    assert learner.wait(timeout=300)
     assert not learner.personalized and not (user_dir / PERSONAL_SUBDIR / WEIGHTS_FILE).exists()
     assert UNUSUAL not in ranked_after(session, CONTEXT, 10)
     session.close()
@@ -336,7 +336,7 @@ def test_a_new_shared_model_triggers_a_re_fit_from_the_stored_messages(
             "Suggestions: the shared model (a new one arrived; your personal layer is being re-fitted")
     finally:
         release.set()
-    assert learner.wait(timeout=60)
+    assert learner.wait(timeout=300)
     assert not learner.refit_pending and learner.personalized and learner.stats.check == NEW
     assert learner.stats.messages_learned == 4 and ranked_after(session, CONTEXT)[0] == UNUSUAL
     with np.load(weights) as data:

@@ -11,7 +11,7 @@ SUBCOMMANDS = ["data", "pretrain", "train", "eval", "export", "predict", "app", 
 
 def fedkb(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "fl_pipeline.cli", *args],
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=300)
 
 
 def test_help_lists_every_subcommand_without_importing_tensorflow():
@@ -34,12 +34,15 @@ def test_each_subcommand_has_help(name, capsys):
 
 
 @pytest.mark.parametrize("argv", [["nonsense"], ["train", "--rounds", "-3"], ["data", "prepare",
-                                  "--heldout-fraction", "2"], ["predict"]])
+                                  "--heldout-fraction", "2"], ["predict"],
+                                  ["eval", "--models", "federated,fedrated"]])
 def test_bad_arguments_give_one_line_error_and_exit_code_2(argv):
     out = fedkb(*argv)
     assert out.returncode == 2
     assert "Traceback" not in out.stderr
     assert out.stderr.strip().splitlines()[-1].startswith("fedkb")
+    if "--models" in argv:  # refused before any run directory is read
+        assert "unknown model(s) fedrated; choose from federated," in out.stderr
 
 
 # --- issue 12: defaults and commands that run as printed ---------------------------------

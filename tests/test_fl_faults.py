@@ -290,7 +290,7 @@ def resume_stopped(process: subprocess.Popen) -> None:
 def outcome(process: subprocess.Popen, fault: str) -> subprocess.CompletedProcess:
     """How the training in `process` ended after `fault`; a hang fails the test."""
     try:
-        stdout, stderr = process.communicate(timeout=120)
+        stdout, stderr = process.communicate(timeout=300)
     except subprocess.TimeoutExpired:
         process.kill()
         process.communicate()

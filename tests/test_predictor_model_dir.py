@@ -119,7 +119,7 @@ def test_bad_model_directory_is_refused_cleanly(case, tiny_model_dir, tmp_path):
     assert culprit in message and "\n" not in message
 
     out = subprocess.run([sys.executable, "-m", "fl_pipeline.cli", "predict", "--model", str(path), "the"],
-                         capture_output=True, text=True, timeout=120)
+                         capture_output=True, text=True, timeout=300)
     assert out.returncode == 2, (out.returncode, out.stderr)  # a signal death would be negative
     assert out.stdout == ""
     assert out.stderr.strip() == f"fedkb predict: error: {message}"

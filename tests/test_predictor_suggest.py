@@ -125,7 +125,7 @@ from fl_pipeline.cli import main
 assert main(["predict", "--model", {str(tiny_model_dir)!r}, "the"]) == 0
 print("tensorflow" in sys.modules, "keras" in sys.modules)
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split()[-2:] == ["False", "False"]
 
@@ -133,7 +133,7 @@ print("tensorflow" in sys.modules, "keras" in sys.modules)
 def test_fedkb_predict_prints_one_suggestion_per_line(tiny_model_dir, predictor):
     out = subprocess.run([sys.executable, "-m", "fl_pipeline.cli", "predict", "--model",
                           str(tiny_model_dir), "-k", "4", "So th"],
-                         capture_output=True, text=True, timeout=120)
+                         capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split("\n")[:-1] == predictor.suggest("So th", k=4)
     assert out.stderr == ""  # not LiteRT's "INFO: Created TensorFlow Lite XNNPACK delegate"
