@@ -36,7 +36,8 @@ from fl_pipeline.baselines import (KneserNeyTrigram, WordPairBigram, score_keras
                                    score_local_only, train_centralized)
 from fl_pipeline.client_data import to_model_batches
 from fl_pipeline.config import EVAL_MODELS, check_eval_models
-from fl_pipeline.run import RunDirError, load_run_config, open_store, read_json, write_json
+from fl_pipeline.run import (RunDirError, init_weights, load_run_config, open_store, read_json,
+                             write_json)
 from models.next_word import build_model
 from models.suggest import Suggester
 
@@ -68,23 +69,15 @@ def load_final_model(run_dir: Path):
     if not weights.exists():
         raise RunDirError(f"{weights}: not found; finish the run with "
                           f"`{fedkb_command('train', '--resume', run_dir)}`")
-    model = build_model(model_config)
-    model.load_weights(str(weights))
-    return model
+    return build_model(model_config, weights_file=weights)
 
 
 def initial_weights(run_dir: Path, model_config) -> list | None:
     """The federated run's initial weights when it had a warm start (--init-from), else None:
     centralized and local-only then start from the same weights, so that only the training
     differs."""
-    from fl_pipeline.run import init_weights
-
     path = init_weights(run_dir)
-    if path is None:
-        return None
-    model = build_model(model_config)
-    model.load_weights(str(path))
-    return model.get_weights()
+    return None if path is None else build_model(model_config, weights_file=path).get_weights()
 
 
 def compare(run_dir: Path, show_progress: bool = True, centralized_curve_at: Sequence[int] = (),

@@ -347,9 +347,8 @@ def load_run(run_dir: str | Path) -> tuple[tf.keras.Model, Vocabulary, dict, dic
     weights = run_dir / WEIGHTS_FILE
     if not weights.is_file():
         raise ExportError(f"{weights}: missing; {unfinished}")
-    model = build_model(model_config, seed=0)  # the seed only fixes weights loaded over next
-    try:
-        model.load_weights(str(weights))
+    try:  # the seed only fixes the weights loaded over them
+        model = build_model(model_config, seed=0, weights_file=weights)
     except (OSError, ValueError) as e:
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ExportError(f"{weights}: cannot load the weights ({first_line}); "

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from datasets.errors import FedKBError
 from datasets.vocab import BOS_ID, EOS_ID, OOV_ID, PAD_ID, Vocabulary
-from models.next_word import ModelConfig
+from models.config import ModelConfig
 
 WEIGHTS = "final_model.weights.h5"
 INIT_WEIGHTS = "init_model.weights.h5"  # the run's copy of what it was initialized from

@@ -174,10 +174,7 @@ async def _train(run_dir: Path, store, model_config: ModelConfig, config: TrainC
     # The seed fixes the initial model: TFF's `initialize` would draw it anew. With
     # --init-from, the run's copy of the warm start replaces it (a resumed run then loads
     # its checkpoint over it, as it does over the random one).
-    initial_model = build_model(model_config, seed=config.seed)
-    warm_start = init_weights(run_dir)
-    if warm_start is not None:
-        initial_model.load_weights(str(warm_start))
+    initial_model = build_model(model_config, seed=config.seed, weights_file=init_weights(run_dir))
     initial_weights = tff.learning.models.ModelWeights.from_model(initial_model)
     state = await tff.program.materialize_value(fed_avg.initialize())
     state = await tff.program.materialize_value(fed_avg.set_model_weights(state, initial_weights))

@@ -11,6 +11,8 @@ has about 1.36M parameters.
 
 from __future__ import annotations
 
+import os
+
 import tensorflow as tf
 
 from models.config import ModelConfig
@@ -31,8 +33,10 @@ class TiedOutput(tf.keras.layers.Layer):
         return tf.matmul(projected, self.embedding.embeddings, transpose_b=True) + self.bias
 
 
-def build_model(config: ModelConfig, seed: int | None = None) -> tf.keras.Model:
-    """A fresh model; the same seed gives the same initial weights."""
+def build_model(config: ModelConfig, seed: int | None = None,
+                weights_file: str | os.PathLike | None = None) -> tf.keras.Model:
+    """A fresh model; the same seed gives the same initial weights. With `weights_file`
+    (Keras `.weights.h5`: a run's final or initial model), its weights are loaded over them."""
     init = lambda offset: tf.keras.initializers.GlorotUniform(  # noqa: E731
         seed=None if seed is None else seed + offset
     )
@@ -55,7 +59,10 @@ def build_model(config: ModelConfig, seed: int | None = None) -> tf.keras.Model:
     )(x)
     x = tf.keras.layers.Dense(config.embedding_dim, kernel_initializer=init(3), name="projection")(x)
     logits = TiedOutput(embedding, name="output")(x)
-    return tf.keras.Model(tokens, logits, name="next_word")
+    model = tf.keras.Model(tokens, logits, name="next_word")
+    if weights_file is not None:
+        model.load_weights(str(weights_file))
+    return model
 
 
 def count_parameters(model: tf.keras.Model) -> int:

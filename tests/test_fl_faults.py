@@ -330,8 +330,9 @@ def test_after_a_worker_crash_the_run_resumes_to_the_same_model(faulty_run, cras
 
 
 def test_a_lost_remote_worker_stops_training_and_the_run_resumes_once_it_is_back(
-        data_dir, tmp_path):
-    """Two `fedkb worker`s on loopback; one machine goes away (SIGKILL) after round 2."""
+        faulty_run, data_dir, tmp_path):
+    """Two `fedkb worker`s on loopback; one machine goes away (SIGKILL) after round 2.
+    Resumed on the workers, the run ends as the same run on local execution did."""
     import portpicker
 
     from fl_pipeline.execution import start_worker, stop_worker
@@ -357,6 +358,11 @@ def test_a_lost_remote_worker_stops_training_and_the_run_resumes_once_it_is_back
         for worker in workers:
             stop_worker(worker)
     assert [int(row["round"]) for row in metrics_rows(run_dir)] == list(range(1, ROUNDS + 1))
+    local, remote = (json.loads((run / "summary.json").read_text()) for run in (faulty_run[0], run_dir))
+    assert remote["examples"] == local["examples"]
+    for name in ("token_loss", "top1_accuracy", "top3_accuracy"):  # sums in another order
+        assert remote["final_metrics"]["heldout"][name] == pytest.approx(
+            local["final_metrics"]["heldout"][name], abs=1e-4)
 
 
 def test_with_dp_a_skipped_round_changes_nothing_although_tff_would_add_noise(data_dir):

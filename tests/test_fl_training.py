@@ -103,20 +103,17 @@ def test_eval_compares_five_models_on_the_same_held_out_texts(trained_run):
 
 
 @pytest.mark.parametrize("option, check", [
-    (["--dp-noise-multiplier", "0.3"], lambda s: s["dp"]["epsilon"] > 0 and s["dp"]["delta"] < 1),
     (["--secure-agg"], lambda s: s["secure_aggregation"]),
     # an LSTM wide enough for a tensor above the 20,000 values TFF quantizes
     (["--compress-tff8", "--lstm-units", "80"], lambda s: s["compression"]),
     (["--compress", "--lstm-units", "80"], lambda s: s["compression"]),
 ])
 def test_privacy_and_communication_options_train_and_report(data_dir, tmp_path, option, check):
-    out = fedkb("train", "--data", data_dir, "--out", tmp_path / "run", "--rounds", "2",
-                *FAST_TRAIN_FLAGS, *option)
+    fedkb("train", "--data", data_dir, "--out", tmp_path / "run", "--rounds", "2",
+          *FAST_TRAIN_FLAGS, *option)
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert check(summary)
     assert rounds_in(tmp_path / "run" / "metrics.csv") == [1, 2]
-    if "--dp-noise-multiplier" in option:
-        assert "epsilon" in out.stdout
     if "--compress" in option or "--compress-tff8" in option:
         expected = encoded_update_bytes(tmp_path / "run", rotate="--compress" in option)
         upload = summary["communication"]["upload"]
@@ -182,29 +179,6 @@ def test_compression_turned_off_trains_as_the_plain_run(trained_run, data_dir, t
     for name in ("token_loss", "top3_accuracy"):
         assert off["final_metrics"]["heldout"][name] == pytest.approx(
             plain["final_metrics"]["heldout"][name], abs=1e-4)
-
-
-def test_two_loopback_workers_give_the_same_metrics_as_local_execution(data_dir, tmp_path):
-    import portpicker
-
-    from fl_pipeline.execution import start_worker, stop_worker
-
-    ports = [portpicker.pick_unused_port() for _ in range(2)]
-    workers = [start_worker(port) for port in ports]
-    try:
-        flags = ["--data", data_dir, "--rounds", "2", *FAST_TRAIN_FLAGS]
-        fedkb("train", "--out", tmp_path / "local", *flags)
-        fedkb("train", "--out", tmp_path / "remote", *flags,
-              "--workers", ",".join(f"localhost:{p}" for p in ports))
-    finally:
-        for worker in workers:
-            stop_worker(worker)
-    local = json.loads((tmp_path / "local" / "summary.json").read_text())
-    remote = json.loads((tmp_path / "remote" / "summary.json").read_text())
-    assert remote["examples"] == local["examples"]
-    for name in ("token_loss", "top1_accuracy", "top3_accuracy"):
-        assert remote["final_metrics"]["heldout"][name] == pytest.approx(
-            local["final_metrics"]["heldout"][name], abs=1e-4)
 
 
 def test_the_worker_runs_on_jemalloc_when_it_is_installed():

@@ -98,8 +98,16 @@ def plain_run(sites) -> Path:
 def dp_run(sites, tmp_path_factory) -> Path:
     phones, _ = sites
     run_dir = tmp_path_factory.mktemp("dp") / "run"
-    fedkb("train", "--data", phones / "data", "--out", run_dir, *TRAIN_FLAGS, *STRONG_DP)
+    out = fedkb("train", "--data", phones / "data", "--out", run_dir, *TRAIN_FLAGS, *STRONG_DP)
+    (run_dir.parent / "train.stdout").write_text(out.stdout)
     return run_dir
+
+
+def test_a_dp_run_reports_its_privacy_budget(dp_run):
+    dp = json.loads((dp_run / "summary.json").read_text())["dp"]
+    assert dp["noise_multiplier"] == 1.0 and 0 < dp["epsilon"] < 1e3 and 0 < dp["delta"] < 1
+    printed = (dp_run.parent / "train.stdout").read_text()
+    assert f"differential privacy: epsilon {dp['epsilon']:.2f}" in printed
 
 
 def test_the_tripwire_store_fails_every_read_of_client_text(sites):
