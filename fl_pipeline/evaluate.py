@@ -94,6 +94,10 @@ def compare(run_dir: Path, show_progress: bool = True, centralized_curve_at: Seq
     along its training, for a learning curve: `models.centralized.curve`.
     With `keyboard`, each model also gets `models.<name>.keyboard`.
     """
+    try:
+        models = check_eval_models(models)
+    except ValueError as e:
+        raise RunDirError(str(e)) from None
     model_config, config, data = load_run_config(run_dir)
     summary = read_json(run_dir / "summary.json")
     store = open_store(Path(data["dir"]))
@@ -127,10 +131,6 @@ def compare(run_dir: Path, show_progress: bool = True, centralized_curve_at: Seq
             suggester = keyboard.suggester_for_model_dir(model_dir)
             type_with(name, lambda user: suggester)
 
-    try:
-        models = check_eval_models(models)
-    except ValueError as e:
-        raise RunDirError(str(e)) from None
     init = initial_weights(run_dir, model_config)
     federated = load_final_model(run_dir)
     if "federated" in models:

@@ -241,6 +241,7 @@ def _scenario_main(name: str, model_dir: str, user_dir: str, out_dir: str) -> No
                 return
             last = now
             yield
+        raise AssertionError(f"{type(widget).__name__}'s layout still changed after {limit} frames")
 
     def typing():
         yield from frames(2)
