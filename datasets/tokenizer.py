@@ -39,6 +39,11 @@ def words(text: str) -> list[str]:
     return _TOKEN_RE.findall(normalize(text))
 
 
+def is_word(token: str) -> bool:
+    """A word token (letters or digits), not a sentence marker or a symbol."""
+    return _WORD_RE.fullmatch(token) is not None
+
+
 def word_spans(text: str) -> list[tuple[int, int]]:
     """(start, end) of every word of `text` (not symbols), as the tokenizer cuts words.
 

@@ -88,7 +88,7 @@ def describe_suggestions(stats: PersonalStats, *, personalized: bool, learning: 
                        f"{number(stored_messages)} stored messages)." if learning else
                        " (a new one arrived; switch learning on to re-fit your personal layer).")
     if stats.check == "shared" and stats.check_messages:
-        return line + (f" (your personal layer saved no keystrokes on your latest "
+        return line + (f" (personalizing saved no keystrokes on your latest "
                        f"{number(stats.check_messages)} messages, so it is not used).")
     if learning and stored_messages < min_messages:
         missing = min_messages - stored_messages

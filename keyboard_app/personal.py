@@ -6,13 +6,20 @@ after every N new messages -- or when the user asks -- a background thread
 fine-tunes the model's personal layer on them. Nothing leaves the device:
 the training runs in the same LiteRT model the keyboard uses.
 
-A pass trains a second `Predictor` on the same model directory, starting
-from the federated model, over the stored messages except the newest ones;
-those it holds back to check the result ("never worse"): the simulated
-typist of `models/typist.py` (the rule `fedkb eval` uses) types them with
-the shared model, with the personal layer in use and with the new one, and
-the one that needs the fewest keystrokes is used -- a tie keeps the shared
-model. With fewer than `LearnerConfig.holdout_messages` messages to hold
+Two things are personal: the fine-tuned personal layer of the model, and
+the user's own words (`models/user_history.py`, counts of the words and
+word pairs of the stored messages, mixed into the strip; it can suggest
+names the shared vocabulary lacks). A pass trains a second `Predictor` on
+the same model directory, starting from the federated model, over the
+stored messages except the newest ones; those it holds back to check the
+result ("never worse"): the simulated typist of `models/typist.py` (the
+rule `fedkb eval` uses) types them with the shared model, with the user's
+words alone (counted on the same messages the layer learns from), and with
+the user's words plus the personal layer in use or the new one. The option
+that needs the fewest keystrokes is used; a tie keeps the simpler one, in
+the order of `CHECK_CHOICES`, the shared model first. While the user's
+words are in use they are counted over all stored messages, and each sent
+message counts at once. With fewer than `LearnerConfig.holdout_messages` messages to hold
 back, nothing is learned and the shared model stays. The held-back
 messages are learned by a later pass, once newer ones replace them. The live
 predictor the keyboard asks for suggestions only receives the finished
@@ -53,6 +60,7 @@ import numpy as np
 
 from keyboard_app.predictor import ModelDirError, Predictor
 from models.typist import Tally, type_messages
+from models.user_history import HistoryConfig, UserHistory
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +91,7 @@ class LearnerConfig:
     holdout_messages: int = 10
     holdout_fraction: float = 0.2
     max_holdout_messages: int = 50
+    history: HistoryConfig = HistoryConfig()  # how much the user's own words weigh
 
     def __post_init__(self):
         if not 0 <= self.holdout_fraction < 1:
@@ -123,7 +132,7 @@ class PersonalStats:
     hits_after: int = 0
     # The never-worse check of the last pass: what it chose (CHECK_CHOICES), on how many
     # held-back messages, and the keystroke savings rate of the shared model and of the
-    # personal layer (the one kept, or the new one when the shared model won) on them.
+    # best personal option on them (the one in use, unless the shared model won).
     check: str | None = None
     check_messages: int = 0
     ksr_shared: float | None = None
@@ -153,10 +162,13 @@ class PersonalStats:
         return stats
 
 
-# What a pass's never-worse check can choose: its new layer, the personal layer already in
-# use, the shared model, or nothing (fewer than LearnerConfig.holdout_messages to hold back).
-NEW, PREVIOUS, SHARED, TOO_FEW = "new", "previous", "shared", "too_few"
-CHECK_CHOICES = (NEW, PREVIOUS, SHARED, TOO_FEW)
+# What a pass's never-worse check can choose, simplest first (a tie goes to the earlier one):
+# the shared model, the user's words alone, the user's words with the new personal layer or
+# with the one already in use; or nothing (fewer than LearnerConfig.holdout_messages to hold
+# back).
+SHARED, HISTORY, NEW, PREVIOUS, TOO_FEW = "shared", "history", "new", "previous", "too_few"
+CHECK_CHOICES = (SHARED, HISTORY, NEW, PREVIOUS, TOO_FEW)
+WITH_HISTORY = (HISTORY, NEW, PREVIOUS)  # the choices that mix in the user's words
 
 
 @dataclass(frozen=True)
@@ -172,7 +184,7 @@ class FineTuneResult:
     choice: str = TOO_FEW  # one of CHECK_CHOICES
     heldout: int = 0  # the newest messages held back to check the result
     characters: int = 0  # their characters, as the typist types them
-    keystrokes: dict = dataclasses.field(default_factory=dict)  # NEW / PREVIOUS / SHARED -> count
+    keystrokes: dict = dataclasses.field(default_factory=dict)  # choice -> keystrokes
 
     @property
     def adopted(self) -> bool:
@@ -209,9 +221,10 @@ class PersonalLearner:
         self._trainer: Predictor | None = None
         self._learning = False
         self._messages: list[str] = []
+        self._history: UserHistory | None = None  # the user's words, while in use
         self._learned_through = 0  # stored messages the last pass considered
         self.stats = PersonalStats()
-        self.personalized = False
+        self._layer = False  # a personal layer is in the live predictor
         self._model_sha = str(predictor.model_card["file"]["sha256"])
         # A new shared model arrived since the last pass: re-fit on the stored messages.
         self.refit_pending = False
@@ -226,6 +239,11 @@ class PersonalLearner:
     @property
     def learning(self) -> bool:
         return self._learning
+
+    @property
+    def personalized(self) -> bool:
+        """The suggestions are personal: a personal layer or the user's words are in use."""
+        return self._layer or self._history is not None
 
     @property
     def busy(self) -> bool:
@@ -267,6 +285,8 @@ class PersonalLearner:
             with os.fdopen(fd, "a", encoding="utf-8") as f:
                 f.write(line + "\n")
             self._messages.append(text)
+            if self._history is not None:
+                self._history.add(text)  # the user's words learn at once
             self._maybe_start_locked()
             return True
 
@@ -361,14 +381,17 @@ class PersonalLearner:
                                   applied=True, choice=TOO_FEW), None
         learn, heldout = messages[:-held][-self.config.max_messages:], messages[-held:]
         with self._lock:
-            previous = self.predictor.get_personal() if self.personalized else None
+            previous = self.predictor.get_personal() if self._layer else None
         with self._train_lock:
             if self._trainer is None:
                 self._trainer = Predictor(self.predictor.model_dir)
             trainer = self._trainer
             trainer.reset_personal()
+            trainer.set_history(None)
             shared = type_messages(trainer, heldout, trainer.vocab)
             tallies: dict[str, Tally] = {SHARED: shared}
+            trainer.set_history(UserHistory(learn, self.config.history))
+            tallies[HISTORY] = type_messages(trainer, heldout, trainer.vocab)
             if previous is not None:
                 trainer.set_personal(previous)
                 tallies[PREVIOUS] = type_messages(trainer, heldout, trainer.vocab)
@@ -382,11 +405,11 @@ class PersonalLearner:
                 loss = trainer.fine_tune(learn, epochs=epochs, seed=self.config.seed)
                 new = trainer.get_personal()
                 tallies[NEW] = type_messages(trainer, heldout, trainer.vocab)
-        # The fewest keystrokes wins; on a tie the shared model, then the new layer (it learned
-        # from more messages than the one in use).
+        # The fewest keystrokes wins; a tie goes to the simpler choice (CHECK_CHOICES' order:
+        # the new layer before the one in use, as it learned from more messages).
         keystrokes = {name: tally.keystrokes for name, tally in tallies.items()}
-        choice = min((SHARED, NEW, PREVIOUS), key=lambda name: keystrokes.get(name, math.inf))
-        weights = {NEW: new, PREVIOUS: previous, SHARED: None}[choice]
+        choice = min(CHECK_CHOICES[:-1], key=lambda name: keystrokes.get(name, math.inf))
+        weights = {NEW: new, PREVIOUS: previous}.get(choice)
         result = FineTuneResult(len(learn), examples, epochs, loss, time.perf_counter() - started,
                                 applied=True, choice=choice, heldout=held,
                                 characters=shared.characters, keystrokes=keystrokes)
@@ -409,23 +432,31 @@ class PersonalLearner:
             stats.check = result.choice
             stats.check_messages = result.heldout
             stats.ksr_shared = result.ksr(SHARED)
-            stats.ksr_personal = result.ksr(PREVIOUS if result.choice == PREVIOUS else NEW)
+            personal = [name for name in WITH_HISTORY if name in result.keystrokes]
+            stats.ksr_personal = (result.ksr(min(personal, key=result.keystrokes.get))
+                                  if personal else None)  # the best personal option
             if result.messages:
                 stats.fine_tunes += 1
                 stats.last_loss = float(result.loss)
                 stats.last_seconds = round(result.seconds, 3)
             if result.choice == NEW:
                 self.predictor.set_personal(weights)
-                self.personalized = True
-                stats.messages_learned = result.messages
+                self._layer = True
                 self._save_weights(weights)
-            elif result.choice in (SHARED, TOO_FEW):
+            elif result.choice != PREVIOUS:  # the shared model, or the user's words alone
                 self.predictor.reset_personal()
-                self.personalized = False
-                stats.messages_learned = 0
+                self._layer = False
                 (self.data_dir / WEIGHTS_FILE).unlink(missing_ok=True)
+            if result.choice != PREVIOUS:
+                stats.messages_learned = result.messages if result.choice in WITH_HISTORY else 0
+            self._use_history(result.choice in WITH_HISTORY)
             self._save_state()
             return result
+
+    def _use_history(self, on: bool) -> None:
+        """Mixes the user's words, counted over all stored messages, into the live suggestions."""
+        self._history = UserHistory(self._messages, self.config.history) if on else None
+        self.predictor.set_history(self._history)
 
     # -- forgetting ---------------------------------------------------------------
 
@@ -449,7 +480,8 @@ class PersonalLearner:
             self._state_model_sha = self._model_sha
             self.notices = []
             self.predictor.reset_personal()
-            self.personalized = False
+            self._layer = False
+            self._use_history(False)
             if self._learning:
                 self._save_state()
             elif self.data_dir.is_dir() and not any(self.data_dir.iterdir()):
@@ -502,6 +534,7 @@ class PersonalLearner:
             if not self._messages:  # nothing to re-fit on
                 self.refit_pending = False
                 self._state_model_sha = self._model_sha
+        self._use_history(self.stats.check in WITH_HISTORY)
 
     def _restore_state(self) -> None:
         path = self.data_dir / STATE_FILE
@@ -557,8 +590,8 @@ class PersonalLearner:
     def _restore_weights(self) -> None:
         path = self.data_dir / WEIGHTS_FILE
         if not path.exists():
-            if self.stats.check not in (SHARED, TOO_FEW):  # a layer was in use: learn again
-                self._learned_through = 0
+            if self.stats.check in (NEW, PREVIOUS):  # a layer was in use: learn again
+                self._layer_lost()
             return
         try:
             with np.load(path, allow_pickle=False) as data:
@@ -571,9 +604,16 @@ class PersonalLearner:
         except (OSError, ValueError, EOFError, zipfile.BadZipFile, ModelDirError) as e:
             self._move_aside(path, str(e), "suggestions come from the federated model until the "
                              "next personalization")
-            self._learned_through = 0
+            self._layer_lost()
             return
-        self.personalized = True
+        self._layer = True
+
+    def _layer_lost(self) -> None:
+        """The layer the last check chose is gone: the shared model until the next pass, which
+        learns every stored message again (the user's words were checked with that layer only)."""
+        self._learned_through = 0
+        self.stats.check = None
+        self.stats.messages_learned = 0
 
     def _new_model(self, weights: Path) -> None:
         """Weights of another model: of no use on this one (its hidden state differs); re-fit."""
@@ -616,3 +656,28 @@ def make_private_dir(path: str | Path) -> None:
 def _is_own_file(name: str) -> bool:
     """A file the learner wrote: its own files, their leftovers (.tmp) and damaged copies."""
     return name.split(DAMAGED_SUFFIX)[0].removesuffix(".tmp") in OWN_FILES
+
+
+def personalizer(model_dir: str | Path, work_dir: str | Path,
+                 config: LearnerConfig = LearnerConfig()) -> Callable[[list[str]], Predictor]:
+    """`personalize(past) -> Predictor`: the app's "Personalize now" for one user after another.
+
+    For `fedkb eval --personalize` and `fedkb bench`: each call forgets the
+    previous user, stores `past` as sent messages in `work_dir` (the
+    learner's private directory), runs one blocking pass with the
+    never-worse check and returns the predictor with its choice in use.
+    The app's code path, on LiteRT; only the background passes are off.
+    """
+    predictor = Predictor(model_dir)
+    learner = PersonalLearner(predictor, work_dir,
+                              dataclasses.replace(config, fine_tune_every=10**9))
+    learner.set_learning(True)
+
+    def personalize(past: list[str]) -> Predictor:
+        learner.forget()
+        for text in past:
+            learner.add_message(text)
+        learner.personalize_blocking()
+        return predictor
+
+    return personalize

@@ -5,7 +5,8 @@
 signatures against the model card, and then offers what the keyboard needs:
 
 - `suggest(text_before_cursor, k)`: the k words to show in the suggestion
-  bar, most likely first;
+  bar, most likely first, with the user's own words mixed in once
+  `set_history` gave it a `models.user_history.UserHistory`;
 - `logprobs`, `training_examples`, `train_step`, `fine_tune`: opt-in
   learning on the user's own typing, one Adam step at a time on the
   personal layer (the federated backbone stays frozen);
@@ -37,6 +38,7 @@ from datasets.vocab import BOS_ID, PAD_ID, Vocabulary
 from keyboard_app.model_dir import ModelDirError, read_model_dir, reexport
 from models.contract import MODEL_FILE, PERSONAL_TENSORS, SIGNATURES
 from models.suggest import WordRanker, context_ids, display_form
+from models.user_history import UserHistory
 
 __all__ = ["ModelDirError", "PersonalWeightsError", "Predictor", "display_form"]
 
@@ -103,6 +105,7 @@ class Predictor:
         self._ranker = WordRanker(self.vocab)  # the word rules, shared with `fedkb eval`
         self._cache_key: tuple[int, ...] | None = None
         self._cache_value: np.ndarray | None = None
+        self._history: UserHistory | None = None
         try:  # a first run: kernels that cannot run fail here, not in the UI
             with _without_litert_info():
                 self._initial_personal = self.get_personal()
@@ -158,7 +161,24 @@ class Predictor:
             raise ValueError(f"k must be at least 1, got {k}")
         tokens, partial = self._split(text_before_cursor)
         logprobs = self._logprobs_cached(self._context_ids(self.vocab.encode(tokens)))
-        return self._ranker.top_words(logprobs, partial, k)
+        history = self._history
+        if history is None or history.weight == 0:
+            return self._ranker.top_words(logprobs, partial, k)
+        # The user's own words mixed in (models/user_history.py): the model's best words and the
+        # user's compete on (1 - w) P_model + w P_user.
+        ids = self._ranker.top_ids(logprobs, partial, k + history.config.candidates)
+        words = [self.vocab.tokens[i] for i in ids]
+
+        def model_probability(word: str) -> float:
+            i = self.vocab.id(word)
+            return float(np.exp(logprobs[i])) if self.vocab.is_word(i) else 0.0
+
+        return [display_form(word) for word in
+                history.rerank(words, model_probability, tokens[-1], partial, k)]
+
+    def set_history(self, history: UserHistory | None) -> None:
+        """Mixes the user's own words into `suggest` (None: the model's words alone)."""
+        self._history = history
 
     def _split(self, text: str) -> tuple[list[str], str]:
         """`split_context(text)`, tokenizing only the end of a long text.

@@ -61,6 +61,10 @@ class WordRanker:
 
     def top_words(self, scores: np.ndarray, partial: str, k: int) -> list[str]:
         """The k best-scored words (completions of `partial`, if any), best first."""
+        return [self._display[i] for i in self.top_ids(scores, partial, k)]
+
+    def top_ids(self, scores: np.ndarray, partial: str, k: int) -> list[int]:
+        """The token ids of `top_words`."""
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}")
         if partial:
@@ -75,7 +79,7 @@ class WordRanker:
         else:
             best = np.arange(len(candidates))
         best = best[np.argsort(-scores[best], kind="stable")]
-        return [self._display[i] for i in candidates[best]]
+        return [int(i) for i in candidates[best]]
 
 
 def context_ids(ids: Sequence[int], context_len: int) -> list[int]:

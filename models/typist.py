@@ -16,8 +16,10 @@ Rules:
 - The model sees exactly what the app passes: the current message up to the
   cursor (`suggest(message[:i], 3)`), from <bos>; no earlier message.
 - Words are the tokenizer's words (`datasets.tokenizer.word_spans`). A word
-  outside the vocabulary can never be suggested: it is typed in full and is
-  a miss in every metric (it stays in every denominator).
+  outside the vocabulary is a hit only where the strip shows it: a model
+  alone never can (it is typed in full and a miss in every metric, and it
+  stays in every denominator); the user's own words mixed in
+  (`models/user_history.py`) can.
 - Next word, top-1 / top-3: at the start of each word, is it the strip's
   first word / among its three words?
 - Completion, top-3 after 1 (2) letters: after the first 1 (2) letters of
@@ -101,22 +103,20 @@ def type_message(suggester: Suggester, text: str, vocab: Vocabulary) -> Tally:
     spans = word_spans(message)
     for s, e in spans:  # the strip figures: the same cursor positions for every model
         word = message[s:e]
-        known = vocab.id(word) != OOV_ID
         tally.words += 1
-        tally.oov_words += not known
-        tally.next_top1 += known and word in strip(s, 1)
-        tally.next_top3 += known and word in strip(s)
+        tally.oov_words += vocab.id(word) == OOV_ID
+        tally.next_top1 += word in strip(s, 1)
+        tally.next_top3 += word in strip(s)
         for letters, name in ((1, "complete1"), (2, "complete2")):
             if len(word) > letters:
                 setattr(tally, f"{name}_words", getattr(tally, f"{name}_words") + 1)
-                hit = known and word in strip(s + letters)
+                hit = word in strip(s + letters)
                 setattr(tally, f"{name}_top3", getattr(tally, f"{name}_top3") + hit)
 
     word_at = {}  # cursor position -> (word, its end), for positions at or inside a word
     for s, e in spans:
-        if vocab.id(message[s:e]) != OOV_ID:  # out of vocabulary: typed in full
-            for i in range(s, e):
-                word_at[i] = (message[s:e], e)
+        for i in range(s, e):
+            word_at[i] = (message[s:e], e)
     i = 0
     while i < len(message):
         if i in word_at and word_at[i][0] in strip(i):

@@ -13,7 +13,7 @@ from factories import tiny_float_model_dir, tiny_model_dir, tiny_run_dir  # noqa
 from keyboard_app.info import describe_suggestions
 from keyboard_app.keyboard import SPACE
 from keyboard_app.personal import (MESSAGES_FILE, NEW, SHARED, STATE_FILE, TOO_FEW, WEIGHTS_FILE,
-                                   LearnerConfig, PersonalLearner)
+                                   WITH_HISTORY, LearnerConfig, PersonalLearner)
 from keyboard_app.predictor import Predictor
 from keyboard_app.session import PERSONAL_SUBDIR, KeyboardSession
 
@@ -267,7 +267,7 @@ def test_a_user_whose_recent_messages_are_unlike_their_earlier_ones_keeps_the_sh
     assert UNUSUAL not in ranked_after(session, CONTEXT, 10)
     assert describe_suggestions(learner.stats, personalized=False, learning=True,
                                 stored_messages=5 + HELD) == (
-        "Suggestions: the shared model (your personal layer saved no keystrokes on your latest "
+        "Suggestions: the shared model (personalizing saved no keystrokes on your latest "
         "10 messages, so it is not used).")
     session.close()
 
@@ -367,6 +367,30 @@ def test_forget_after_a_pass_leaves_no_file_and_the_shared_models_suggestions(
         assert np.array_equal(session.predictor.logprobs(ids), shared.logprobs(ids)), context
     session.close()
     assert not (user_dir / PERSONAL_SUBDIR).exists()
+
+
+def test_the_users_own_names_are_learned_kept_and_forgotten(tiny_model_dir, user_dir):
+    # Names the tiny vocabulary lacks: the personal layer cannot learn them, the user's words can.
+    session = open_session(tiny_model_dir, user_dir, fine_tune_every=100)
+    learner = session.learner
+    assert ranked_after(session, "zo") == []
+    learner.set_learning(True)
+    for _ in range(5 + HELD):
+        send(session, "Tell me about zorblat.")
+    result = learner.personalize_blocking()
+    assert result.choice in WITH_HISTORY and learner.personalized
+    assert result.keystrokes[result.choice] < result.keystrokes[SHARED]
+    assert ranked_after(session, "zo") == ["zorblat"]
+    session.close()
+
+    again = open_session(tiny_model_dir, user_dir, fine_tune_every=100)
+    assert again.learner.personalized and ranked_after(again, "zo") == ["zorblat"]
+    send(again, "quillok")  # counted as soon as it is sent, before any pass
+    assert ranked_after(again, "qu") == ["quillok"]
+    again.forget()
+    assert ranked_after(again, "zo") == [] and ranked_after(again, "qu") == []
+    assert not again.learner.personalized
+    again.close()
 
 
 def test_learner_config_is_checked():

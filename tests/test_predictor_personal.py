@@ -131,3 +131,28 @@ def test_train_step_checks_its_batch(predictor):
         predictor.train_step(np.zeros([B, T], np.int32), np.full([B], V, np.int32))
     with pytest.raises(ValueError, match="token ids"):
         predictor.train_step(np.zeros([B, T], np.float32), np.zeros([B], np.int32))
+
+
+# A name the tiny vocabulary does not have: only the user's own words can suggest it.
+NAME = "zorblat"
+
+
+def test_the_users_own_words_suggest_a_name_the_model_does_not_know(predictor):
+    from models.user_history import HistoryConfig, UserHistory
+
+    assert predictor.vocab.id(NAME) == predictor.vocab.id("<oov>")
+    context = "tell me about "
+    shared = predictor.suggest(context, 3)
+    assert NAME not in predictor.suggest(context, 10) and predictor.suggest("zo", 3) == []
+
+    history = UserHistory([f"tell me about {NAME}"] * 30, HistoryConfig(weight=0.5, half_at=50))
+    predictor.set_history(history)
+    assert predictor.suggest(context, 3)[0] == NAME  # after the same word: first
+    assert predictor.suggest("zo", 3) == [NAME]  # completing it
+    history.add(f"tell me about {NAME}s")  # counted at once, no retraining
+    assert f"{NAME}s" in predictor.suggest("zorblats"[:6], 3)
+
+    predictor.set_history(UserHistory([], HistoryConfig()))  # nothing counted: the model alone
+    assert predictor.suggest(context, 3) == shared
+    predictor.set_history(None)
+    assert predictor.suggest(context, 3) == shared
