@@ -218,6 +218,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--models", type=eval_models, default=None, metavar="NAME,...",
                           help="score only these of federated, centralized, local-only, n-gram, "
                           "bigram (default: all)")
+    evaluate.add_argument("--personalize", action="store_true",
+                          help="also personalize the federated model on each sampled user's "
+                          "past messages on the device (the app's learner) and report the gain "
+                          "on their future ones")
+    evaluate.add_argument("--personal-min-past", type=positive_int, default=20, metavar="N",
+                          help="with --personalize: users with at least N past messages "
+                          "(default: %(default)s)")
 
     export = commands.add_parser("export", help="export a run to a TFLite model directory")
     export.add_argument("run_dir", type=Path, nargs="?", default=DEMO_RUN_DIR,

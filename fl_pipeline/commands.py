@@ -120,15 +120,21 @@ def run_pretrain(args: argparse.Namespace) -> int:
 def run_eval(args: argparse.Namespace) -> int:
     from fl_pipeline.run import load_run_config
 
+    models = args.models or EVAL_MODELS
+    if args.personalize and "federated" not in models:
+        raise FedKBError("--personalize personalizes the federated model: add federated to "
+                         "--models, or leave --personalize out")
     load_run_config(args.run_dir)  # a bad run directory is refused before TensorFlow loads
     from fl_pipeline.evaluate import KeyboardEval, compare, format_table
     # The one place the server side meets the device: the exported models are judged as
     # keyboards by the app's own LiteRT predictor (fl_pipeline itself never imports keyboard_app).
+    from keyboard_app.personal import personalizer
     from keyboard_app.predictor import Predictor
 
     keyboard = KeyboardEval(Predictor, max_users=args.keyboard_users,
-                            max_messages_per_user=args.keyboard_messages, seed=args.keyboard_seed)
-    models = args.models or EVAL_MODELS
+                            max_messages_per_user=args.keyboard_messages, seed=args.keyboard_seed,
+                            personalizer=personalizer if args.personalize else None,
+                            min_past_messages=args.personal_min_past)
     print(format_table(compare(args.run_dir, keyboard=keyboard, models=models)))
     print(f"written to {args.run_dir / 'eval.json'}")
     return 0

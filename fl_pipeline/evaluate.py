@@ -49,6 +49,7 @@ DESCRIPTIONS = {
     "bigram": "word-pair counts on the pooled text of {training_clients} phones",
 }
 TFLITE = "model.tflite (quantized) on LiteRT"
+PERSONAL_PLOT = "personalization_gains.png"
 SUGGESTERS = {"federated": TFLITE, "centralized": TFLITE, "local-only": "Keras",
               "n-gram": "n-gram", "bigram": "word pairs"}
 
@@ -61,6 +62,12 @@ class KeyboardEval:
     max_users: int | None = None  # a seeded sample of the held-out users (None: all)
     max_messages_per_user: int = keyboard_eval.MAX_MESSAGES_PER_USER
     seed: int = 0
+    # On-device personalization of the federated model: `personalizer(model_dir, work_dir)`
+    # returns `personalize(past messages) -> Suggester` (keyboard_app.personal.personalizer);
+    # the held-out users with at least `min_past_messages` past messages (a seeded sample of
+    # `max_users` of them) are typed before and after it: eval.json's `personalization`.
+    personalizer: Callable[[Path, Path], Callable[[list[str]], Suggester]] | None = None
+    min_past_messages: int = 20
 
 
 def load_final_model(run_dir: Path):
@@ -107,7 +114,7 @@ def compare(run_dir: Path, show_progress: bool = True, centralized_curve_at: Seq
     pooled_future = to_model_batches(future.create_tf_dataset_from_all_clients(), batch_size=64)
     future_windows = [e["tokens"].numpy() for e in future.create_tf_dataset_from_all_clients()]
     vocab, T = store.vocab, model_config.seq_len
-    messages = _keyboard_messages(store, keyboard) if keyboard else {}
+    messages, heldout_texts = _keyboard_messages(store, keyboard) if keyboard else ({}, {})
     results, timings, keyboards = {}, {}, {}
 
     def timed(name, fn):
@@ -123,6 +130,7 @@ def compare(run_dir: Path, show_progress: bool = True, centralized_curve_at: Seq
                            "seconds": time.monotonic() - started}
 
     def type_with_tflite(name, model):
+        nonlocal personalization
         with tempfile.TemporaryDirectory(prefix="fedkb-eval-") as tmp:
             from fl_pipeline.export import export_model  # TFLite converter: only when needed
 
@@ -130,7 +138,11 @@ def compare(run_dir: Path, show_progress: bool = True, centralized_curve_at: Seq
                                      training={"note": f"{name} model, exported by fedkb eval"})
             suggester = keyboard.suggester_for_model_dir(model_dir)
             type_with(name, lambda user: suggester)
+            if name == "federated" and keyboard.personalizer is not None:
+                personalization = _personalize(keyboard, model_dir, suggester, heldout_texts,
+                                               Path(tmp) / "personal", vocab, show_progress)
 
+    personalization = None
     init = initial_weights(run_dir, model_config)
     federated = load_final_model(run_dir)
     if "federated" in models:
@@ -210,6 +222,10 @@ def compare(run_dir: Path, show_progress: bool = True, centralized_curve_at: Seq
             "messages": sum(map(len, messages.values())),
             "max_users": keyboard.max_users, "max_messages_per_user": keyboard.max_messages_per_user,
             "seed": keyboard.seed}
+    if personalization is not None:
+        report["personalization"] = personalization
+        keyboard_eval.plot_personal_gains(*keyboard_eval.personal_plot_data(personalization),
+                                          run_dir / PERSONAL_PLOT)
     if centralized_curve_at and "centralized" in results:
         steps = max(1, summary["examples"] // config.batch_size)
         final = {"examples": steps * config.batch_size, **results["centralized"].to_json()}
@@ -219,14 +235,27 @@ def compare(run_dir: Path, show_progress: bool = True, centralized_curve_at: Seq
     return report
 
 
-def _keyboard_messages(store, keyboard: KeyboardEval) -> dict[str, list[str]]:
-    """The held-out users' future messages as typed text (the raw texts behind the store)."""
+def _keyboard_messages(store, keyboard: KeyboardEval) -> tuple[dict, dict]:
+    """The held-out users' future messages as typed text (the seeded sample, capped), and
+    every held-out user's (past, future) messages (the raw texts behind the store)."""
     from fl_pipeline.bench.texts import read_store_texts
 
-    future = {user: texts for user, (_, texts) in read_store_texts(store).heldout.items()}
-    return keyboard_eval.sample_messages(future, max_users=keyboard.max_users,
-                                         max_messages_per_user=keyboard.max_messages_per_user,
-                                         seed=keyboard.seed)
+    heldout = read_store_texts(store).heldout
+    future = keyboard_eval.sample_messages(
+        {user: future for user, (_, future) in heldout.items()}, max_users=keyboard.max_users,
+        max_messages_per_user=keyboard.max_messages_per_user, seed=keyboard.seed)
+    return future, heldout
+
+
+def _personalize(keyboard: KeyboardEval, model_dir: Path, shared: Suggester, heldout: dict,
+                 work_dir: Path, vocab, show_progress: bool) -> dict:
+    started = time.monotonic()
+    report = keyboard_eval.measure_personalization(
+        keyboard.personalizer(model_dir, work_dir), shared, heldout, vocab,
+        min_past_messages=keyboard.min_past_messages, max_users=keyboard.max_users,
+        max_messages_per_user=keyboard.max_messages_per_user, seed=keyboard.seed,
+        show_progress=show_progress)
+    return {**report, "plot": PERSONAL_PLOT, "seconds": time.monotonic() - started}
 
 
 def format_table(report: dict) -> str:
@@ -256,6 +285,8 @@ def format_table(report: dict) -> str:
     if keyboard:
         lines += ["", "trained on:"] + [f"  {name:<12} {row['description']}"
                                         for name, row in report["models"].items()]
+    if "personalization" in report:
+        lines += ["", keyboard_eval.format_personalization(report["personalization"])]
     return "\n".join(lines)
 
 

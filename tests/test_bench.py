@@ -19,7 +19,8 @@ REQUIRED = (
     "quality.federated.top1", "quality.federated.top3", "quality.centralized.top3",
     "quality.local_only.top3", "quality.ngram.top3", "quality.dp.no_dp_top3",
     "quality.dp.noise_0p3.epsilon", "quality.dp.noise_0p3.top3",
-    "quality.personalization.top3_before", "quality.personalization.top3_after",
+    "quality.personalization.next_top3_before", "quality.personalization.next_top3_after",
+    "quality.personalization.ksr_before", "quality.personalization.ksr_after",
     "speed.tff_round_s", "speed.plain_round_s", "speed.tff_over_plain", "speed.clients_per_s",
     "speed.two_workers_round_s", "speed.two_over_one_worker", "speed.prepare_s",
     "speed.memory.rss_mb", "speed.memory.growth_pct",
@@ -30,7 +31,8 @@ REQUIRED = (
     "communication.run_upload", "communication.raw_text_seen",
     "communication.raw_text_all_training", "communication.run_upload_over_raw_text_seen",
 )
-PLOTS = ("learning_curve", "dp", "round_times", "memory", "suggest_latency", "communication")
+PLOTS = ("learning_curve", "dp", "round_times", "memory", "suggest_latency", "communication",
+         "personalization")
 OPS = {"<=": operator.le, "<": operator.lt, ">=": operator.ge, ">": operator.gt}
 
 

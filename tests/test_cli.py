@@ -35,14 +35,16 @@ def test_each_subcommand_has_help(name, capsys):
 
 @pytest.mark.parametrize("argv", [["nonsense"], ["train", "--rounds", "-3"], ["data", "prepare",
                                   "--heldout-fraction", "2"], ["predict"],
-                                  ["eval", "--models", "federated,fedrated"]])
+                                  ["eval", "--models", "federated,fedrated"],
+                                  ["eval", "--personalize", "--models", "n-gram"]])
 def test_bad_arguments_give_one_line_error_and_exit_code_2(argv):
     out = fedkb(*argv)
     assert out.returncode == 2
     assert "Traceback" not in out.stderr
     assert out.stderr.strip().splitlines()[-1].startswith("fedkb")
     if "--models" in argv:  # refused before any run directory is read
-        assert "unknown model(s) fedrated; choose from federated," in out.stderr
+        assert ("unknown model(s) fedrated; choose from federated," in out.stderr
+                or "add federated to --models" in out.stderr)
 
 
 # --- issue 12: defaults and commands that run as printed ---------------------------------

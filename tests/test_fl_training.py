@@ -80,7 +80,8 @@ def test_no_tff_worker_survives_a_training_run(trained_run):
 
 def test_eval_compares_five_models_on_the_same_held_out_texts(trained_run):
     run_dir, _, _ = trained_run
-    out = fedkb("eval", run_dir, "--keyboard-messages", "3")
+    out = fedkb("eval", run_dir, "--keyboard-messages", "3", "--personalize",
+                "--personal-min-past", "1")
     report = json.loads((run_dir / "eval.json").read_text())
     assert list(report["models"]) == ["federated", "centralized", "local-only", "n-gram", "bigram"]
     tokens = {row["tokens"] for row in report["models"].values()}
@@ -100,6 +101,16 @@ def test_eval_compares_five_models_on_the_same_held_out_texts(trained_run):
             assert figures["ksr"] < 1
     assert report["models"]["federated"]["keyboard"]["suggester"].startswith("model.tflite")
     assert "KSR" in out.stdout
+    # Personalized on the device: each user's few past texts are fewer than the never-worse
+    # check holds back, so the app keeps the shared model and nothing may change.
+    personal = report["personalization"]
+    assert personal["users"] > 0 and personal["future_messages"] > 0
+    for figure in ("next_top3", "ksr"):
+        row = personal["figures"][figure]
+        assert row["after"] == row["before"] is not None
+        assert row["gain"] in (0, None) and row["share_worse"] == 0
+    assert (run_dir / personal["plot"]).stat().st_size > 0
+    assert "personalization:" in out.stdout
 
 
 @pytest.mark.parametrize("option, check", [

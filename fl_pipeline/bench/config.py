@@ -53,6 +53,13 @@ class BenchConfig:
     cold_starts: int = 3
     fine_tune_messages: int = 50
     fine_tune_repetitions: int = 3
+    # Personalization (issue 15): the held-out users of this corpus (None: prepare_args') with
+    # at least `personal_min_past` past messages (a seeded sample of `personal_max_users`; None:
+    # all), at most `personal_max_messages` future ones each.
+    personal_prepare_args: tuple[str, ...] | None = ("--corpus", "chitchat")
+    personal_min_past: int = 20
+    personal_max_users: int | None = 40
+    personal_max_messages: int = 50
     seed: int = 0
 
     def __post_init__(self):
@@ -147,4 +154,7 @@ class BenchConfig:
             refresh_keystrokes=200,
             cold_starts=1,
             fine_tune_repetitions=1,
+            personal_prepare_args=None,
+            personal_min_past=1,
+            personal_max_messages=3,
         )

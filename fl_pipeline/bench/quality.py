@@ -10,29 +10,23 @@ and on-device personalization change.
 - DP: each noise multiplier is a real `fedkb train --dp-noise-multiplier`
   run; its (epsilon, top-3) is set against the run without DP at the same
   round.
-- Personalization: each held-out client's future texts scored on the
-  exported model (LiteRT) before and after the app's fine-tuning pass
-  (`PersonalLearner.personalize_blocking`, the model's `train` signature)
-  on the client's own past texts; the personal layer is forgotten between
-  clients.
+- Personalization: held-out chat users' future messages typed with the
+  exported model (LiteRT) before and after the app's learner personalized
+  it on their past messages (`personalization_gain`).
 """
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import numpy as np
 
-from datasets.vocab import OOV_ID
 from fl_pipeline import run
 from fl_pipeline.bench.config import BenchConfig
 from fl_pipeline.bench.figures import Budget, Figures
-from fl_pipeline.bench.texts import StoreTexts
 from fl_pipeline.evaluate import compare
 from fl_pipeline.run import metric_column, read_metrics_csv
 
-PRACTICED = 5  # past texts from which a client counts as having given the learner something
 MODELS = {"federated": "federated", "centralized": "centralized", "local_only": "local-only",
           "ngram": "n-gram"}
 
@@ -117,70 +111,78 @@ def dp_effect(data_dir: Path, work_dir: Path, config: BenchConfig, federated_run
     figures.add_series("dp", epsilons, top3s, "epsilon", "held-out top-3")
 
 
-def next_token_hits(predictor, texts: list[str]) -> np.ndarray:
-    """(top-1 hit, top-3 hit) per next-token position of `texts`, bool [N, 2].
-
-    The same rule as the training metrics: every target but <pad>/<bos> counts,
-    over the whole vocabulary, and an <oov> target is never a hit.
-    """
-    hits = []
-    for text in texts:
-        contexts, targets = predictor.training_examples(text)
-        for context, target in zip(contexts, targets):
-            logprobs = predictor.logprobs(context)
-            top3 = np.argpartition(-logprobs, 2)[:3]
-            known = target != OOV_ID
-            hits.append((known and int(np.argmax(logprobs)) == target, known and target in top3))
-    return np.array(hits, dtype=bool).reshape(-1, 2)
+# Issue 15's goals for held-out users with enough past text: pooled relative gains and the
+# share of users made worse by more than 1%.
+GAIN_GOALS = {"next_top3": 15.0, "ksr": 10.0}
+MOST_WORSE = 10.0
 
 
-def personalization_gain(model_dir: Path, texts: StoreTexts, work_dir: Path,
+def personalization_gain(model_dir: Path, work_dir: Path, config: BenchConfig,
                          figures: Figures) -> None:
-    """Top-3 on held-out clients' future texts before and after fine-tuning on their past texts."""
-    from keyboard_app.personal import LearnerConfig, PersonalLearner
+    """Per-user keyboard figures before and after the app's personalization (issue 15).
+
+    The users: the held-out ones of `config.personal_prepare_args`' store (chitchat) with at
+    least `personal_min_past` past messages. Before: their future messages (at most
+    `personal_max_messages` each) typed with the exported model on LiteRT. After: typed again
+    once the app's `PersonalLearner` learned one pass on their past messages ("Personalize
+    now", never-worse check included), one user after another.
+    """
+    from keyboard_app.personal import personalizer
     from keyboard_app.predictor import Predictor
 
-    predictor = Predictor(model_dir)
-    # The app's fine-tuning settings, but only the passes this loop asks for.
-    learner = PersonalLearner(predictor, work_dir / "personal",
-                              LearnerConfig(fine_tune_every=10**9))
-    learner.set_learning(True)
-    clients = [(past, future) for past, future in texts.heldout.values() if past and future]
-    before, after = [], []
-    for past, future in clients:
-        learner.forget()
-        before.append(next_token_hits(predictor, future))
-        for text in past:
-            learner.add_message(text)
-        learner.personalize_blocking()
-        after.append(next_token_hits(predictor, future))
-    learner.forget()
-    sizes = {"heldout_clients": len(clients), "past_messages": sum(len(p) for p, _ in clients),
-             "fine_tuning": dataclasses.asdict(learner.config)}
-    how = ("exported model on LiteRT (keyboard_app.predictor.Predictor.logprobs) on the future "
-           f"texts of the {len(clients)} held-out clients that have past and future texts")
-    top3_before = np.concatenate(before)[:, 1].mean()
-    top3_after = np.concatenate(after)[:, 1].mean()
-    figures.add("quality.personalization.top3_before", "top-3 before fine-tuning", top3_before,
-                "fraction", how + ", personal layer reset", sizes=sizes)
-    figures.add("quality.personalization.top3_after", "top-3 after fine-tuning on own past texts",
-                top3_after, "fraction",
-                how + ", after PersonalLearner.personalize_blocking() on the client's past texts "
-                "(the model's `train` signature; forgotten between clients)", sizes=sizes)
-    # The gain over all these clients, and over those that gave the learner more to learn from.
-    practiced = [i for i, (past, _) in enumerate(clients) if len(past) >= PRACTICED]
-    for name, label, rows in (
-            ("gain", "relative top-3 gain from fine-tuning", range(len(clients))),
-            (f"gain_{PRACTICED}plus", f"the same, clients with {PRACTICED}+ past texts", practiced)):
-        hits_before = sum(before[i][:, 1].sum() for i in rows)
-        hits_after = sum(after[i][:, 1].sum() for i in rows)
-        if hits_before == 0:
-            figures.note(f"personalization {name}: not computed, no top-3 hit before fine-tuning "
-                         f"among {len(rows)} clients")
+    from datasets.store import ClientStore
+    from fl_pipeline import keyboard_eval
+    from fl_pipeline.bench.speed import time_prepare
+    from fl_pipeline.bench.texts import read_store_texts
+
+    data_dir = work_dir / "personal-data"
+    time_prepare(config.personal_prepare_args or config.prepare_args, data_dir, repetitions=1)
+    heldout = read_store_texts(ClientStore(data_dir)).heldout
+    shared = Predictor(model_dir)
+    gains = keyboard_eval.measure_personalization(
+        personalizer(model_dir, work_dir / "personal"), shared, heldout, shared.vocab,
+        min_past_messages=config.personal_min_past, max_users=config.personal_max_users,
+        max_messages_per_user=config.personal_max_messages, seed=config.seed)
+    if not gains["users"]:
+        figures.note(f"personalization: no held-out user has {config.personal_min_past} past "
+                     "messages and a future one")
+        return
+    corpus = " ".join(config.personal_prepare_args or config.prepare_args)
+    sizes = {"users": gains["users"], "min_past_messages": config.personal_min_past,
+             "future_messages": gains["future_messages"]}
+    how = (f"`fedkb eval --personalize`'s figures (fl_pipeline.keyboard_eval."
+           f"measure_personalization) on the held-out users of `fedkb data prepare {corpus}` with "
+           f"at least {config.personal_min_past} past messages ({gains['users']}), at most "
+           f"{config.personal_max_messages} future messages each, typed by models/typist.py "
+           "with the exported model on LiteRT")
+    _, by_past = keyboard_eval.personal_plot_data(gains)
+    for figure, label in (("next_top3", "strip top-3"), ("ksr", "KSR")):
+        row = gains["figures"][figure]
+        key = f"quality.personalization.{figure}"
+        figures.add(f"{key}_before", f"{label} before personalizing", row["before"], "fraction",
+                    how, sizes=sizes)
+        figures.add(f"{key}_after", f"{label} after personalizing", row["after"], "fraction",
+                    how + ", after keyboard_app.personal.personalizer: one PersonalLearner pass "
+                    "on the user's past messages (never-worse check included)", sizes=sizes)
+        if row["gain"] is None:
+            figures.note(f"personalization {label}: no hit before personalizing, no gain")
             continue
-        figures.add(f"quality.personalization.{name}", label, 100 * (hits_after / hits_before - 1),
-                    "%", f"top-3 hits after / before - 1 on the same future-text tokens of "
-                    f"{len(rows)} clients", sizes=sizes)
+        low, high = row["interval_95"]
+        figures.add(f"{key}_gain", f"pooled relative {label} gain from personalizing",
+                    100 * row["gain"], "%",
+                    f"{key}_after / {key}_before - 1; paired bootstrap 95% interval over users "
+                    f"{100 * low:+.1f}% to {100 * high:+.1f}%", sizes=sizes,
+                    min=100 * low, max=100 * high,
+                    budget=Budget(">=", GAIN_GOALS[figure], "issue 15 goal"))
+        figures.add(f"{key}_share_worse", f"users worse by more than 1% in {label}",
+                    100 * row["share_worse"], "%", "share of the users whose own figure "
+                    "dropped by more than 1% relative", sizes=sizes,
+                    budget=Budget("<=", MOST_WORSE, "issue 15 goal"))
+        gained = [(len(heldout[u][0]), 100 * g) for u, g in row["per_user"].items() if g is not None]
+        figures.add_series(f"personalization.{figure}", [x for x, _ in gained],
+                           [y for _, y in gained], "past messages", f"user's {label} gain (%)")
+        figures.add_series(f"personalization.by_past.{figure}", *by_past[label],
+                           "past messages (bucket start)", f"pooled {label} gain (%)")
 
 
 def memorization(config: BenchConfig, work_dir: Path, figures: Figures) -> None:

@@ -29,7 +29,8 @@ README_PLOTS = ("learning_curve", "round_times")
 HEADLINE = (
     "quality.federated.top3", "quality.centralized.top3", "quality.local_only.top3",
     "quality.ngram.top3", "quality.federated_over_centralized_top3",
-    "quality.personalization.gain", "quality.personalization.gain_5plus",
+    "quality.personalization.next_top3_gain", "quality.personalization.ksr_gain",
+    "quality.personalization.next_top3_share_worse",
     "speed.tff_over_plain", "speed.clients_per_s", "speed.two_over_one_worker", "speed.prepare_s",
     "device.model_mb", "device.suggest_ms_p99", "device.train_step_ms", "device.refresh_ms_p95",
     "device.cold_start_s", "device.fine_tune_s", "device.app_rss_mb",
@@ -220,11 +221,27 @@ def plot_communication(bench: dict, path: Path) -> Path:
     return _save(fig, path)
 
 
+def plot_personalization(bench: dict, path: Path) -> Path:
+    from fl_pipeline.keyboard_eval import plot_personal_gains
+
+    def series(name: str) -> dict:  # absent when no user qualified (see the notes)
+        return bench["series"].get(name, {"x": [], "y": []})
+
+    labels = {"next_top3": "strip top-3", "ksr": "KSR"}
+    plot_personal_gains(
+        {label: series(f"personalization.{f}")["y"] for f, label in labels.items()},
+        {label: (series(f"personalization.by_past.{f}")["x"],
+                 series(f"personalization.by_past.{f}")["y"]) for f, label in labels.items()},
+        path)
+    return path
+
+
 PLOTS = {"learning_curve": plot_learning_curve, "dp": plot_dp, "round_times": plot_round_times,
          "memory": plot_memory, "suggest_latency": plot_latency,
-         "communication": plot_communication}
+         "communication": plot_communication, "personalization": plot_personalization}
 PLOT_SECTION = {"learning_curve": "quality", "dp": "quality", "round_times": "speed",
-                "memory": "speed", "suggest_latency": "device", "communication": "communication"}
+                "memory": "speed", "suggest_latency": "device", "communication": "communication",
+                "personalization": "quality"}
 
 
 # -- the report -----------------------------------------------------------------------

@@ -157,7 +157,7 @@ def run_bench(config: BenchConfig, out: Path, show_progress: bool = True) -> dic
             device.measure_device(model_dir, texts.heldout_texts(), config, work, figures)
 
         with step("personalization"):
-            quality.personalization_gain(model_dir, texts, work, figures)
+            quality.personalization_gain(model_dir, work, config, figures)
 
         with step("communication"):
             communication.communication(summary, compressed, config.train, store, texts, figures)
