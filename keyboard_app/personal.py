@@ -534,7 +534,7 @@ class PersonalLearner:
             if not self._messages:  # nothing to re-fit on
                 self.refit_pending = False
                 self._state_model_sha = self._model_sha
-        self._use_history(self.stats.check in WITH_HISTORY)
+        self._use_history(self.stats.check in WITH_HISTORY and bool(self._messages))
 
     def _restore_state(self) -> None:
         path = self.data_dir / STATE_FILE
