@@ -174,7 +174,7 @@ class Predictor:
             return float(np.exp(logprobs[i])) if self.vocab.is_word(i) else 0.0
 
         return [display_form(word) for word in
-                history.rerank(words, model_probability, tokens[-1], partial, k)]
+                history.rerank(words, model_probability, tokens, partial, k)]
 
     def set_history(self, history: UserHistory | None) -> None:
         """Mixes the user's own words into `suggest` (None: the model's words alone)."""

@@ -4,19 +4,19 @@ Like the user-history dictionary of Android's keyboard (AOSP LatinIME): the
 personal layer of the TFLite model can only re-weigh the shared vocabulary,
 but people repeat what the shared model has never seen (their friends'
 names, places, their own spelling) and their own phrases. `UserHistory`
-counts, over the messages the user sent, every word and every word after
-the token before it; words outside the model's vocabulary count too, so
-they can be suggested.
+counts, over the messages the user sent, every word after the `order - 1`
+tokens before it (and after fewer, down to none); words outside the
+model's vocabulary count too, so they can be suggested.
 
 The strip then ranks candidates by
 
-    (1 - w) * P_model(word | context) + w * P_user(word | previous token)
+    (1 - w) * P_model(word | context) + w * P_user(word | last tokens)
 
-where P_user is a Witten-Bell interpolation of the user's word pairs with
-their single words (`probability`), and the weight grows with what there is
-to go on: w = weight * n / (n + half_at) after n counted words. The
-candidates are the model's best words and the user's own (after the same
-previous token, or completing the same partial word), so a user's word can
+where P_user is a Witten-Bell interpolation of the user's counts, from the
+longest context down to single words (`probability`), and the weight grows
+with what there is to go on: w = weight * n / (n + half_at) after n counted
+words. The candidates are the model's best words and the user's own (after
+the same tokens, or completing the same partial word), so a user's word can
 enter the strip without the model knowing it.
 
 Whether the mix is used at all is the never-worse check's decision
@@ -28,7 +28,7 @@ eval` scores it through the same `Predictor`.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from datasets.tokenizer import is_word, tokenize
@@ -41,12 +41,13 @@ class HistoryConfig:
     weight: float = 0.5  # the most the user's words can weigh (after very many words)
     half_at: int = 200  # counted words at which they weigh half of `weight`
     candidates: int = 8  # the user's best words considered per strip, besides the model's
+    order: int = 3  # 3: a word after the two tokens before it, backed off to one, then none
 
     def __post_init__(self):
         if not 0 <= self.weight <= 1:
             raise ValueError(f"history weight must be in [0, 1], got {self.weight}")
-        if self.half_at < 1 or self.candidates < 0:
-            raise ValueError("history half_at must be at least 1 and candidates at least 0")
+        if self.half_at < 1 or self.candidates < 0 or self.order < 1:
+            raise ValueError("history half_at and order must be at least 1, candidates at least 0")
 
 
 class UserHistory:
@@ -55,55 +56,63 @@ class UserHistory:
     def __init__(self, messages: Iterable[str] = (), config: HistoryConfig = HistoryConfig()):
         self.config = config
         self.words = 0  # words counted
-        self._unigrams: Counter[str] = Counter()
-        self._after: defaultdict[str, Counter[str]] = defaultdict(Counter)  # previous -> words
+        # context (the tokens before, () for none) -> the words that followed it
+        self._after: defaultdict[tuple[str, ...], Counter[str]] = defaultdict(Counter)
         for text in messages:
             self.add(text)
 
     def add(self, text: str) -> None:
         """Counts one sent message."""
         tokens = tokenize(text)
-        for previous, token in zip(tokens, tokens[1:]):
-            if is_word(token):
+        for i, token in enumerate(tokens):
+            if i and is_word(token):
                 self.words += 1
-                self._unigrams[token] += 1
-                self._after[previous][token] += 1
+                for n in range(min(self.config.order, i + 1)):
+                    self._after[tuple(tokens[i - n:i])][token] += 1
 
     @property
     def weight(self) -> float:
         """w: how much P_user weighs in the strip, growing with the words counted."""
         return self.config.weight * self.words / (self.words + self.config.half_at)
 
-    def probability(self, word: str, previous: str) -> float:
-        """P_user(word | previous): Witten-Bell, the word pairs backed off to single words."""
-        if not self.words:
-            return 0.0
-        unigram = self._unigrams[word] / self.words
-        after = self._after.get(previous)
-        if not after:
-            return unigram
-        seen, kinds = sum(after.values()), len(after)
-        return (after[word] + kinds * unigram) / (seen + kinds)
+    def _contexts(self, before: Sequence[str]) -> list[tuple[str, ...]]:
+        """The contexts of `before` (the tokens before the cursor) that were seen, longest first."""
+        tail = tuple(before[-(self.config.order - 1):]) if self.config.order > 1 else ()
+        return [tail[i:] for i in range(len(tail) + 1) if tail[i:] in self._after]
 
-    def candidates(self, previous: str, partial: str) -> list[str]:
-        """The user's most frequent words after `previous` (or starting with `partial`)."""
+    def probability(self, word: str, before: Sequence[str]) -> float:
+        """P_user(word | the last tokens): Witten-Bell, from the longest seen context down."""
+        p = 0.0
+        for context in reversed(self._contexts(before)):  # single words first
+            after = self._after[context]
+            seen, kinds = sum(after.values()), len(after)
+            p = (after[word] + (kinds * p if context else 0)) / (seen + (kinds if context else 0))
+        return p
+
+    def candidates(self, before: Sequence[str], partial: str) -> list[str]:
+        """The user's most frequent words after the last tokens (or starting with `partial`)."""
         n = self.config.candidates
-        if partial:
-            pool = ((w, c) for w, c in self._unigrams.items() if w.startswith(partial))
-            return [w for w, _ in sorted(pool, key=lambda wc: (-wc[1], wc[0]))[:n]]
-        after = self._after.get(previous, Counter())
-        words = [w for w, _ in sorted(after.items(), key=lambda wc: (-wc[1], wc[0]))[:n]]
-        return words + [w for w, _ in self._unigrams.most_common(n) if w not in after][:n - len(words)]
+        words: list[str] = []
+        for context in self._contexts(before):  # longest first
+            after = self._after[context]
+            if partial:
+                pool = [(w, c) for w, c in after.items() if w.startswith(partial)]
+            else:
+                pool = list(after.items())
+            words += [w for w, _ in sorted(pool, key=lambda wc: (-wc[1], wc[0])) if w not in words]
+            if len(words) >= n:
+                break
+        return words[:n]
 
     def rerank(self, model_words: list[str], model_probability: Callable[[str], float],
-               previous: str, partial: str, k: int) -> list[str]:
+               before: Sequence[str], partial: str, k: int) -> list[str]:
         """The k best of the model's words and the user's by the mixed probability, best first.
 
         `model_words` come in the model's order (a tie keeps it);
         `model_probability(word)` is P_model, 0 for a word outside its vocabulary.
         """
         w = self.weight
-        pool = list(dict.fromkeys(model_words + self.candidates(previous, partial)))
-        score = {word: (1 - w) * model_probability(word) + w * self.probability(word, previous)
+        pool = list(dict.fromkeys(model_words + self.candidates(before, partial)))
+        score = {word: (1 - w) * model_probability(word) + w * self.probability(word, before)
                  for word in pool}
         return sorted(pool, key=lambda word: -score[word])[:k]  # stable: the model's order on ties

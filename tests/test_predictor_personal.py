@@ -156,3 +156,20 @@ def test_the_users_own_words_suggest_a_name_the_model_does_not_know(predictor):
     assert predictor.suggest(context, 3) == shared
     predictor.set_history(None)
     assert predictor.suggest(context, 3) == shared
+
+
+def test_the_users_longer_phrases_win_over_their_word_pairs():
+    from models.user_history import HistoryConfig, UserHistory
+
+    messages = ["see you at the station"] * 3 + ["on the game tonight"] * 5
+    pairs = UserHistory(messages, HistoryConfig(order=2))
+    triples = UserHistory(messages, HistoryConfig(order=3))
+    before = ["<bos>", "meet", "me", "at", "the"]
+    assert pairs.candidates(before, "")[0] == "game"  # after "the": "game" 5 times, "station" 3
+    assert triples.candidates(before, "")[0] == "station"  # after "at the": only "station"
+    assert triples.probability("station", before) > triples.probability("game", before)
+    assert triples.probability("station", ["<bos>", "on", "the"]) < triples.probability(
+        "game", ["<bos>", "on", "the"])
+    assert triples.candidates(before, "g") == ["game"]  # completing: the user's word, any context
+    # an unseen context backs off to how often the user writes the word: 3 of their 35 words
+    assert triples.probability("station", ["<bos>", "unseen", "words"]) == pytest.approx(3 / 35)

@@ -124,6 +124,7 @@ class BenchConfig:
             memory_rounds=500,
             cold_starts=5,
             fine_tune_repetitions=5,
+            personal_max_users=None,
         )
 
     @classmethod
