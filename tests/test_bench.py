@@ -21,6 +21,7 @@ REQUIRED = (
     "quality.dp.noise_0p3.epsilon", "quality.dp.noise_0p3.top3",
     "quality.personalization.next_top3_before", "quality.personalization.next_top3_after",
     "quality.personalization.ksr_before", "quality.personalization.ksr_after",
+    "quality.personalization.state_bytes",
     "speed.tff_round_s", "speed.plain_round_s", "speed.tff_over_plain", "speed.clients_per_s",
     "speed.two_workers_round_s", "speed.two_over_one_worker", "speed.prepare_s",
     "speed.memory.rss_mb", "speed.memory.growth_pct",

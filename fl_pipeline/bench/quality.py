@@ -139,8 +139,16 @@ def personalization_gain(model_dir: Path, work_dir: Path, config: BenchConfig,
     time_prepare(config.personal_prepare_args or config.prepare_args, data_dir, repetitions=1)
     heldout = read_store_texts(ClientStore(data_dir)).heldout
     shared = Predictor(model_dir)
+    private_dir, state_bytes = work_dir / "personal", []
+    personalize = personalizer(model_dir, private_dir)
+
+    def personalize_and_weigh(past: list[str]):
+        predictor = personalize(past)  # what the user's private directory holds now
+        state_bytes.append(sum(path.stat().st_size for path in private_dir.iterdir()))
+        return predictor
+
     gains = keyboard_eval.measure_personalization(
-        personalizer(model_dir, work_dir / "personal"), shared, heldout, shared.vocab,
+        personalize_and_weigh, shared, heldout, shared.vocab,
         min_past_messages=config.personal_min_past, max_users=config.personal_max_users,
         max_messages_per_user=config.personal_max_messages, seed=config.seed)
     if not gains["users"]:
@@ -155,6 +163,11 @@ def personalization_gain(model_dir: Path, work_dir: Path, config: BenchConfig,
            f"at least {config.personal_min_past} past messages ({gains['users']}), at most "
            f"{config.personal_max_messages} future messages each, typed by models/typist.py "
            "with the exported model on LiteRT")
+    figures.timing("quality.personalization.state_bytes", "personal state on the device",
+                   state_bytes, "bytes", "bytes in the learner's private directory after the "
+                   "pass (messages.jsonl, personal_weights.npz when the layer is used, "
+                   "state.json), median over users; the user's words are counted from the "
+                   "messages at start, not stored", sizes=sizes)
     _, by_past = keyboard_eval.personal_plot_data(gains)
     for figure, label in (("next_top3", "strip top-3"), ("ksr", "KSR")):
         row = gains["figures"][figure]

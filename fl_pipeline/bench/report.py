@@ -30,7 +30,7 @@ HEADLINE = (
     "quality.federated.top3", "quality.centralized.top3", "quality.local_only.top3",
     "quality.ngram.top3", "quality.federated_over_centralized_top3",
     "quality.personalization.next_top3_gain", "quality.personalization.ksr_gain",
-    "quality.personalization.next_top3_share_worse",
+    "quality.personalization.next_top3_share_worse", "quality.personalization.state_bytes",
     "speed.tff_over_plain", "speed.clients_per_s", "speed.two_over_one_worker", "speed.prepare_s",
     "device.model_mb", "device.suggest_ms_p99", "device.train_step_ms", "device.refresh_ms_p95",
     "device.cold_start_s", "device.fine_tune_s", "device.app_rss_mb",
