@@ -8,7 +8,7 @@ the training runs in the same LiteRT model the keyboard uses.
 
 Two things are personal: the fine-tuned personal layer of the model, and
 the user's own words (`models/user_history.py`, counts of the words and
-word pairs of the stored messages, mixed into the strip; it can suggest
+short phrases of the stored messages, mixed into the strip; it can suggest
 names the shared vocabulary lacks). A pass trains a second `Predictor` on
 the same model directory, starting from the federated model, over the
 stored messages except the newest ones; those it holds back to check the
@@ -59,7 +59,7 @@ from pathlib import Path
 import numpy as np
 
 from keyboard_app.predictor import ModelDirError, Predictor
-from models.typist import Tally, type_messages
+from models.typist import Tally, type_message, type_messages
 from models.user_history import HistoryConfig, UserHistory
 
 log = logging.getLogger(__name__)
@@ -387,11 +387,14 @@ class PersonalLearner:
                 self._trainer = Predictor(self.predictor.model_dir)
             trainer = self._trainer
             trainer.reset_personal()
-            trainer.set_history(None)
-            shared = type_messages(trainer, heldout, trainer.vocab)
-            tallies: dict[str, Tally] = {SHARED: shared}
-            trainer.set_history(UserHistory(learn, self.config.history))
-            tallies[HISTORY] = type_messages(trainer, heldout, trainer.vocab)
+            history = UserHistory(learn, self.config.history)
+            tallies: dict[str, Tally] = {SHARED: Tally(), HISTORY: Tally()}
+            for text in heldout:  # message by message: the second typing reuses the model's scores
+                trainer.set_history(None)
+                tallies[SHARED] += type_message(trainer, text, trainer.vocab)
+                trainer.set_history(history)
+                tallies[HISTORY] += type_message(trainer, text, trainer.vocab)
+            shared = tallies[SHARED]
             if previous is not None:
                 trainer.set_personal(previous)
                 tallies[PREVIOUS] = type_messages(trainer, heldout, trainer.vocab)

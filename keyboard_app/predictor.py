@@ -27,6 +27,7 @@ import re
 import sys
 import tempfile
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -49,6 +50,9 @@ _LITERT_INFO = b"INFO: Created TensorFlow Lite XNNPACK delegate"
 # Only the tail of a long text is tokenized: the model reads the last T
 # tokens, and no realistic T tokens span this many characters per token.
 _TAIL_CHARS_PER_TOKEN = 64
+
+# The contexts whose next-token scores are kept (V floats each: 64 x 10,000 x 4 B = 2.6 MB).
+_CACHED_CONTEXTS = 64
 
 # Targets that teach nothing (as in training): padding and sentence starts.
 _IGNORED_TARGETS = (PAD_ID, BOS_ID)
@@ -103,8 +107,7 @@ class Predictor:
         self._personal_specs = {name: shape for name, (_, shape)
                                 in expected["get_personal"]["outputs"].items()}
         self._ranker = WordRanker(self.vocab)  # the word rules, shared with `fedkb eval`
-        self._cache_key: tuple[int, ...] | None = None
-        self._cache_value: np.ndarray | None = None
+        self._cache: OrderedDict[tuple[int, ...], np.ndarray] = OrderedDict()
         self._history: UserHistory | None = None
         try:  # a first run: kernels that cannot run fail here, not in the UI
             with _without_litert_info():
@@ -213,16 +216,21 @@ class Predictor:
         return self._logprobs_cached(self._context_ids(ids.tolist())).copy()
 
     def _logprobs_cached(self, context: np.ndarray) -> np.ndarray:
-        # Typing a word asks for the same context once per key press: keep the last one.
+        # Typing a word asks for the same context once per key press, and a backspace or the
+        # never-worse check's second typing of a message asks for recent ones again.
         key = tuple(context.tolist())
         with self._lock:
-            if key != self._cache_key:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+            else:
                 out = self._runners["suggest"](context=context[None, :])["logprobs"]
-                self._cache_key, self._cache_value = key, np.array(out[0], dtype=np.float32)
-            return self._cache_value
+                self._cache[key] = np.array(out[0], dtype=np.float32)
+                if len(self._cache) > _CACHED_CONTEXTS:
+                    self._cache.popitem(last=False)
+            return self._cache[key]
 
     def _forget_cache(self) -> None:
-        self._cache_key = self._cache_value = None
+        self._cache.clear()
 
     # -- personal learning ----------------------------------------------------
 

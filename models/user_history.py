@@ -27,6 +27,7 @@ eval` scores it through the same `Predictor`.
 
 from __future__ import annotations
 
+import heapq
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -58,6 +59,7 @@ class UserHistory:
         self.words = 0  # words counted
         # context (the tokens before, () for none) -> the words that followed it
         self._after: defaultdict[tuple[str, ...], Counter[str]] = defaultdict(Counter)
+        self._seen: Counter[tuple[str, ...]] = Counter()  # context -> words counted after it
         for text in messages:
             self.add(text)
 
@@ -68,7 +70,9 @@ class UserHistory:
             if i and is_word(token):
                 self.words += 1
                 for n in range(min(self.config.order, i + 1)):
-                    self._after[tuple(tokens[i - n:i])][token] += 1
+                    context = tuple(tokens[i - n:i])
+                    self._after[context][token] += 1
+                    self._seen[context] += 1
 
     @property
     def weight(self) -> float:
@@ -85,21 +89,22 @@ class UserHistory:
         p = 0.0
         for context in reversed(self._contexts(before)):  # single words first
             after = self._after[context]
-            seen, kinds = sum(after.values()), len(after)
-            p = (after[word] + (kinds * p if context else 0)) / (seen + (kinds if context else 0))
+            seen, kinds = self._seen[context], (len(after) if context else 0)
+            p = (after[word] + kinds * p) / (seen + kinds)
         return p
 
     def candidates(self, before: Sequence[str], partial: str) -> list[str]:
         """The user's most frequent words after the last tokens (or starting with `partial`)."""
         n = self.config.candidates
         words: list[str] = []
-        for context in self._contexts(before):  # longest first
+        for context in self._contexts(before):  # longest first; ties: the word seen first
             after = self._after[context]
             if partial:
-                pool = [(w, c) for w, c in after.items() if w.startswith(partial)]
+                best = heapq.nlargest(n, ((w, c) for w, c in after.items()
+                                          if w.startswith(partial)), key=lambda wc: wc[1])
             else:
-                pool = list(after.items())
-            words += [w for w, _ in sorted(pool, key=lambda wc: (-wc[1], wc[0])) if w not in words]
+                best = after.most_common(n + len(words))
+            words += [w for w, _ in best if w not in words]
             if len(words) >= n:
                 break
         return words[:n]

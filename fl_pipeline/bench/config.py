@@ -101,7 +101,7 @@ class BenchConfig:
 
     @classmethod
     def quick(cls) -> "BenchConfig":
-        """Under 10 minutes on 2 cores: the defaults above."""
+        """About 10 minutes on 2 cores: the defaults above."""
         return cls(preset="quick")
 
     @classmethod

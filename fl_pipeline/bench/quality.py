@@ -184,11 +184,11 @@ def personalization_gain(model_dir: Path, work_dir: Path, config: BenchConfig,
         figures.add(f"{key}_gain", f"pooled relative {label} gain from personalizing",
                     100 * row["gain"], "%",
                     f"{key}_after / {key}_before - 1; paired bootstrap 95% interval over users "
-                    f"{100 * low:+.1f}% to {100 * high:+.1f}%", sizes=sizes,
-                    min=100 * low, max=100 * high,
+                    f"{100 * low:+.1f}% to {100 * high:+.1f}% (the range shown; n: the users)",
+                    sizes=sizes, min=100 * low, max=100 * high, repetitions=gains["users"],
                     budget=Budget(">=", GAIN_GOALS[figure], "issue 15 goal"))
         figures.add(f"{key}_share_worse", f"users worse by more than 1% in {label}",
-                    100 * row["share_worse"], "%", "share of the users whose own figure "
+                    100 * row["share_worse"], "% of users", "share of the users whose own figure "
                     "dropped by more than 1% relative", sizes=sizes,
                     budget=Budget("<=", MOST_WORSE, "issue 15 goal"))
         gained = [(len(heldout[u][0]), 100 * g) for u, g in row["per_user"].items() if g is not None]
