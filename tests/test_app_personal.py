@@ -394,8 +394,12 @@ def test_the_users_own_names_are_learned_kept_and_forgotten(tiny_model_dir, user
 
 
 def test_learner_config_is_checked():
+    from models.user_history import HistoryConfig
+
     with pytest.raises(ValueError, match="fine_tune_every must be at least 1"):
         LearnerConfig(fine_tune_every=0)
+    with pytest.raises(ValueError, match="history weight must be in"):
+        HistoryConfig(weight=1.5)
 
 
 # Issue 12: six similar messages and the personal layer takes over contexts that have nothing
