@@ -13,7 +13,8 @@ The strip then ranks candidates by
     (1 - w) * P_model(word | context) + w * P_user(word | last tokens)
 
 where P_user is a Witten-Bell interpolation of the user's counts, from the
-longest context down to single words (`probability`), and the weight grows
+longest context down to one token, and to single words while a word is
+being typed (`probability`), and the weight grows
 with what there is to go on: w = weight * n / (n + half_at) after n counted
 words. The candidates are the model's best words and the user's own (after
 the same tokens, or completing the same partial word), so a user's word can
@@ -79,15 +80,21 @@ class UserHistory:
         """w: how much P_user weighs in the strip, growing with the words counted."""
         return self.config.weight * self.words / (self.words + self.config.half_at)
 
-    def _contexts(self, before: Sequence[str]) -> list[tuple[str, ...]]:
-        """The contexts of `before` (the tokens before the cursor) that were seen, longest first."""
-        tail = tuple(before[-(self.config.order - 1):]) if self.config.order > 1 else ()
-        return [tail[i:] for i in range(len(tail) + 1) if tail[i:] in self._after]
+    def _contexts(self, before: Sequence[str], partial: str) -> list[tuple[str, ...]]:
+        """The contexts of `before` (the tokens before the cursor) that were seen, longest first.
 
-    def probability(self, word: str, before: Sequence[str]) -> float:
+        The user's single words (the empty context) only while a word is being typed: after
+        a context they never wrote, their most frequent words say nothing about the next one
+        (measured: as good or better on chat, and "It is a " no longer turns to their "the").
+        """
+        tail = tuple(before[-(self.config.order - 1):]) if self.config.order > 1 else ()
+        return [tail[i:] for i in range(len(tail) + (1 if partial else 0))
+                if tail[i:] in self._after]
+
+    def probability(self, word: str, before: Sequence[str], partial: str = "") -> float:
         """P_user(word | the last tokens): Witten-Bell, from the longest seen context down."""
         p = 0.0
-        for context in reversed(self._contexts(before)):  # single words first
+        for context in reversed(self._contexts(before, partial)):  # the shortest first
             after = self._after[context]
             seen, kinds = self._seen[context], (len(after) if context else 0)
             p = (after[word] + kinds * p) / (seen + kinds)
@@ -97,7 +104,7 @@ class UserHistory:
         """The user's most frequent words after the last tokens (or starting with `partial`)."""
         n = self.config.candidates
         words: list[str] = []
-        for context in self._contexts(before):  # longest first; ties: the word seen first
+        for context in self._contexts(before, partial):  # longest first; ties: seen first
             after = self._after[context]
             if partial:
                 best = heapq.nlargest(n, ((w, c) for w, c in after.items()
@@ -118,6 +125,6 @@ class UserHistory:
         """
         w = self.weight
         pool = list(dict.fromkeys(model_words + self.candidates(before, partial)))
-        score = {word: (1 - w) * model_probability(word) + w * self.probability(word, before)
-                 for word in pool}
+        score = {word: (1 - w) * model_probability(word)
+                 + w * self.probability(word, before, partial) for word in pool}
         return sorted(pool, key=lambda word: -score[word])[:k]  # stable: the model's order on ties

@@ -171,5 +171,8 @@ def test_the_users_longer_phrases_win_over_their_word_pairs():
     assert triples.probability("station", ["<bos>", "on", "the"]) < triples.probability(
         "game", ["<bos>", "on", "the"])
     assert triples.candidates(before, "g") == ["game"]  # completing: the user's word, any context
-    # an unseen context backs off to how often the user writes the word: 3 of their 35 words
-    assert triples.probability("station", ["<bos>", "unseen", "words"]) == pytest.approx(3 / 35)
+    # After a context the user never wrote, their words say nothing about the next word; while
+    # they type one, how often they write it does: 3 of their 35 words.
+    unseen = ["<bos>", "unseen", "words"]
+    assert triples.probability("station", unseen) == 0 and triples.candidates(unseen, "") == []
+    assert triples.probability("station", unseen, "st") == pytest.approx(3 / 35)
