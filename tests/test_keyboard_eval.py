@@ -130,3 +130,25 @@ def test_the_evaluation_imports_no_keyboard_app_code():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split("\n")[-2] == "[]"
+
+
+def test_personalization_gains_are_pooled_paired_and_count_the_users_made_worse():
+    from fl_pipeline.keyboard_eval import personalization_gains
+
+    def tally(hits: int) -> Tally:
+        return Tally(words=100, next_top3=hits, characters=400, keystrokes=400 - 2 * hits)
+
+    # Ten users helped (20 -> 30 hits), one made worse (20 -> 10), one unchanged.
+    before = {f"u{i}": tally(20) for i in range(12)}
+    after = {**{f"u{i}": tally(30) for i in range(10)}, "u10": tally(10), "u11": tally(20)}
+    past = {**{f"u{i}": 25 for i in range(6)}, **{f"u{i}": 300 for i in range(6, 12)}}
+    gains = personalization_gains(before, after, past, seed=0)
+    top3 = gains["figures"]["next_top3"]
+    assert top3["before"] == 0.2 and top3["gain"] == pytest.approx(330 / 240 - 1)
+    low, high = top3["interval_95"]
+    assert 0 < low < top3["gain"] < high  # most users gained: the interval stays above zero
+    assert top3["share_worse"] == pytest.approx(1 / 12) and top3["per_user"]["u10"] == -0.5
+    assert [(b["past_messages"], b["users"]) for b in gains["by_past_messages"]] == [
+        ("20-49", 6), ("50-99", 0), ("100-199", 0), ("200+", 6)]
+    assert gains["by_past_messages"][1]["next_top3"] is None  # no user, no gain
+    assert personalization_gains(before, after, past, seed=0) == gains  # seeded
