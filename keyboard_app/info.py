@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from datasets.layout import DATA_DIR, MODEL_DIR, RUN_DIR, fedkb_command
-from keyboard_app.personal import LearnerConfig, PersonalStats
+from keyboard_app.personal import HISTORY, LearnerConfig, PersonalStats
 
 
 def number(value, digits: int = 0, unit: str = "") -> str:
@@ -76,7 +76,8 @@ def describe_suggestions(stats: PersonalStats, *, personalized: bool, learning: 
                          min_messages: int = LearnerConfig().min_messages) -> str:
     """Which model the suggestions come from, and why, in one sentence."""
     if personalized:
-        line = f"Suggestions: personalized on your {number(stats.messages_learned)} messages"
+        line = (f"Suggestions: personalized on your {number(stats.messages_learned)} messages, "
+                f"with your own words" + ("" if stats.check == HISTORY else " and a personal layer"))
         if stats.ksr_personal is not None and stats.ksr_shared is not None:
             gain = 100 * (stats.ksr_personal - stats.ksr_shared)
             line += (f" ({'+' if gain >= 0 else '-'}{number(abs(gain))}% keystrokes saved on your "

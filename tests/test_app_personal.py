@@ -12,8 +12,8 @@ from datasets.vocab import RESERVED_TOKENS
 from factories import tiny_float_model_dir, tiny_model_dir, tiny_run_dir  # noqa: F401
 from keyboard_app.info import describe_suggestions
 from keyboard_app.keyboard import SPACE
-from keyboard_app.personal import (MESSAGES_FILE, NEW, SHARED, STATE_FILE, TOO_FEW, WEIGHTS_FILE,
-                                   WITH_HISTORY, LearnerConfig, PersonalLearner)
+from keyboard_app.personal import (HISTORY, MESSAGES_FILE, NEW, SHARED, STATE_FILE, TOO_FEW,
+                                   WEIGHTS_FILE, WITH_HISTORY, LearnerConfig, PersonalLearner)
 from keyboard_app.predictor import Predictor
 from keyboard_app.session import PERSONAL_SUBDIR, KeyboardSession
 
@@ -292,7 +292,8 @@ def test_too_few_messages_to_hold_back_keep_the_shared_model(tiny_model_dir, use
     assert learner.personalized and ranked_after(session, CONTEXT)[0] == UNUSUAL
     assert describe_suggestions(learner.stats, personalized=True, learning=True,
                                 stored_messages=HELD + 1).startswith(
-        "Suggestions: personalized on your 1 messages (+")
+        "Suggestions: personalized on your 1 messages, with your own words and a personal "
+        "layer (+")
     session.close()
 
 
@@ -302,7 +303,14 @@ def test_the_panel_says_which_model_is_in_use_in_plain_words():
     stats = PersonalStats(messages_learned=57, check=NEW, check_messages=12, ksr_shared=0.30,
                           ksr_personal=0.42)
     assert describe_suggestions(stats, personalized=True, learning=True, stored_messages=69) == (
-        "Suggestions: personalized on your 57 messages (+12% keystrokes saved on your latest 12).")
+        "Suggestions: personalized on your 57 messages, with your own words and a personal layer "
+        "(+12% keystrokes saved on your latest 12).")
+    words_only = PersonalStats(messages_learned=57, check=HISTORY, check_messages=12,
+                               ksr_shared=0.30, ksr_personal=0.36)
+    assert describe_suggestions(words_only, personalized=True, learning=True,
+                                stored_messages=69) == (
+        "Suggestions: personalized on your 57 messages, with your own words (+6% keystrokes "
+        "saved on your latest 12).")
     assert describe_suggestions(PersonalStats(), personalized=False, learning=False,
                                 stored_messages=0) == "Suggestions: the shared model."
     assert "a new one arrived" in describe_suggestions(
