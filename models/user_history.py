@@ -93,8 +93,11 @@ class UserHistory:
 
     def probability(self, word: str, before: Sequence[str], partial: str = "") -> float:
         """P_user(word | the last tokens): Witten-Bell, from the longest seen context down."""
+        return self._probability(word, self._contexts(before, partial))
+
+    def _probability(self, word: str, contexts: list[tuple[str, ...]]) -> float:
         p = 0.0
-        for context in reversed(self._contexts(before, partial)):  # the shortest first
+        for context in reversed(contexts):  # the shortest first
             after = self._after[context]
             seen, kinds = self._seen[context], (len(after) if context else 0)
             p = (after[word] + kinds * p) / (seen + kinds)
@@ -102,9 +105,12 @@ class UserHistory:
 
     def candidates(self, before: Sequence[str], partial: str) -> list[str]:
         """The user's most frequent words after the last tokens (or starting with `partial`)."""
+        return self._candidates(self._contexts(before, partial), partial)
+
+    def _candidates(self, contexts: list[tuple[str, ...]], partial: str) -> list[str]:
         n = self.config.candidates
         words: list[str] = []
-        for context in self._contexts(before, partial):  # longest first; ties: seen first
+        for context in contexts:  # longest first; ties: the word seen first
             after = self._after[context]
             if partial:
                 best = heapq.nlargest(n, ((w, c) for w, c in after.items()
@@ -123,8 +129,8 @@ class UserHistory:
         `model_words` come in the model's order (a tie keeps it);
         `model_probability(word)` is P_model, 0 for a word outside its vocabulary.
         """
-        w = self.weight
-        pool = list(dict.fromkeys(model_words + self.candidates(before, partial)))
-        score = {word: (1 - w) * model_probability(word)
-                 + w * self.probability(word, before, partial) for word in pool}
+        w, contexts = self.weight, self._contexts(before, partial)
+        pool = list(dict.fromkeys(model_words + self._candidates(contexts, partial)))
+        score = {word: (1 - w) * model_probability(word) + w * self._probability(word, contexts)
+                 for word in pool}
         return sorted(pool, key=lambda word: -score[word])[:k]  # stable: the model's order on ties
