@@ -99,9 +99,7 @@ def train_centralized(model_config: ModelConfig, pooled: tf.data.Dataset, *, exa
     each of the example counts in `checkpoint_at` (counts past the last step
     are skipped), e.g. to score the model along the way for a learning curve.
     """
-    model = build_model(model_config, seed=seed)
-    if initial_weights is not None:
-        model.set_weights(initial_weights)
+    model = _starting_model(model_config, seed, initial_weights)
     optimizer = tf.keras.optimizers.Adam(learning_rate)
     steps = max(1, examples // batch_size)
     batches = to_model_batches(pooled.shuffle(10_000, seed=seed).repeat(), batch_size=batch_size)
@@ -113,6 +111,16 @@ def train_centralized(model_config: ModelConfig, pooled: tf.data.Dataset, *, exa
         if on_checkpoint and pending and done * batch_size >= pending[0]:
             on_checkpoint(done * batch_size, model)
             pending = [n for n in pending if n > done * batch_size]
+    return model
+
+
+def _starting_model(model_config: ModelConfig, seed: int,
+                    initial_weights: list | None) -> tf.keras.Model:
+    """The model a baseline starts from: the warm start's weights, or the seeded random init
+    (the federated run's own start either way)."""
+    model = build_model(model_config, seed=seed)
+    if initial_weights is not None:
+        model.set_weights(initial_weights)
     return model
 
 
@@ -143,9 +151,7 @@ def score_local_only(model_config: ModelConfig, past, future, client_ids: list[s
     `on_client(client_id, predict)` runs after each client's training, with
     its model's forward pass (x [B, T] -> logits), e.g. for keyboard metrics.
     """
-    model = build_model(model_config, seed=seed)
-    if initial_weights is not None:
-        model.set_weights(initial_weights)
+    model = _starting_model(model_config, seed, initial_weights)
     initial = model.get_weights()
     step = train_step(model, tf.keras.optimizers.SGD(learning_rate))  # SGD: no state to reset
     predict = predictor(model)

@@ -4,6 +4,7 @@ corpus and another vocabulary, and `fedkb eval`'s centralized and local-only bas
 from the same weights."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -98,20 +99,24 @@ def test_warm_start_lowers_the_first_held_out_loss(still_runs):
     assert loss["warm"] < loss["cold"]
 
 
+def assert_refused(done, reason: str, out: Path) -> None:
+    """Refused in one line with exit code 2, before anything was written to `out`."""
+    assert done.returncode == 2 and reason in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and not out.exists()
+
+
 def test_refuses_weights_pretrained_on_the_phones_corpus(stores):
     tmp, phones, _, _ = stores
     again = prepare(tmp / "phones.jsonl", tmp / "phones_again")  # the same text, another store
     done = fedkb("pretrain", "--public", again, "--for-data", phones, "--out", tmp / "bad",
                  "--examples", "16", "--batch-size", "8", *MODEL, check=False)
-    assert done.returncode == 2 and "the corpus the phones hold" in done.stderr
-    assert len(done.stderr.strip().splitlines()) == 1 and not (tmp / "bad").exists()
+    assert_refused(done, "the corpus the phones hold", tmp / "bad")
     # Pretrained without --for-data, it is refused where it matters: at --init-from.
     fedkb("pretrain", "--public", again, "--out", tmp / "own", "--examples", "16",
           "--batch-size", "8", *MODEL)
     done = fedkb("train", "--data", phones, "--out", tmp / "own_run", *FAST_TRAIN_FLAGS,
                  "--rounds", "1", "--init-from", tmp / "own", check=False)
-    assert done.returncode == 2 and "the corpus the phones hold" in done.stderr
-    assert len(done.stderr.strip().splitlines()) == 1 and not (tmp / "own_run").exists()
+    assert_refused(done, "the corpus the phones hold", tmp / "own_run")
 
 
 def test_refuses_another_vocabulary(stores):
@@ -121,8 +126,7 @@ def test_refuses_another_vocabulary(stores):
           "--batch-size", "8", *MODEL)
     done = fedkb("train", "--data", phones, "--out", tmp / "vocab_run", *FAST_TRAIN_FLAGS,
                  "--rounds", "1", "--init-from", tmp / "vocab301", check=False)
-    assert done.returncode == 2 and "another vocabulary" in done.stderr
-    assert len(done.stderr.strip().splitlines()) == 1 and not (tmp / "vocab_run").exists()
+    assert_refused(done, "another vocabulary", tmp / "vocab_run")
 
 
 def test_eval_baselines_start_from_the_runs_init(stores, still_runs, monkeypatch):
