@@ -53,7 +53,7 @@ class HistoryConfig:
 
 
 class UserHistory:
-    """Counts of one user's words and word pairs; the mix weight and the re-ranked strip."""
+    """Counts of one user's words and short phrases; the mix weight and the re-ranked strip."""
 
     def __init__(self, messages: Iterable[str] = (), config: HistoryConfig = HistoryConfig()):
         self.config = config
