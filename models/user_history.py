@@ -57,7 +57,6 @@ class UserHistory:
 
     def __init__(self, messages: Iterable[str] = (), config: HistoryConfig = HistoryConfig()):
         self.config = config
-        self.words = 0  # words counted
         # context (the tokens before, () for none) -> the words that followed it
         self._after: defaultdict[tuple[str, ...], Counter[str]] = defaultdict(Counter)
         self._seen: Counter[tuple[str, ...]] = Counter()  # context -> words counted after it
@@ -69,11 +68,15 @@ class UserHistory:
         tokens = tokenize(text)
         for i, token in enumerate(tokens):
             if i and is_word(token):
-                self.words += 1
                 for n in range(min(self.config.order, i + 1)):
                     context = tuple(tokens[i - n:i])
                     self._after[context][token] += 1
                     self._seen[context] += 1
+
+    @property
+    def words(self) -> int:
+        """Words counted (each counts once after the empty context)."""
+        return self._seen[()]
 
     @property
     def weight(self) -> float:
