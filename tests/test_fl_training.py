@@ -36,7 +36,7 @@ def rounds_in(path) -> list[int]:
 @pytest.fixture(scope="module")
 def trained_run(data_dir, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("run") / "run"
-    tag = run_dir.parent.name
+    tag = str(run_dir)  # the whole path: "run0" alone is also another suite's tag on this machine
     out = fedkb("train", "--data", data_dir, "--out", run_dir, "--rounds", "6", *FAST_TRAIN_FLAGS,
                 env={"FEDKB_TEST_TAG": tag})
     return run_dir, out, tag
