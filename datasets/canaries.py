@@ -6,7 +6,7 @@ inserted into a few training clients, each repeated a chosen number of
 times (a user who typed their PIN once, or fifty times). After training,
 `fedkb audit` ranks each canary's secret among all secrets of the same
 format by the model's log-perplexity; a model that memorized it ranks it
-near the top (`fl_pipeline/audit.py`).
+near the top (`fl_pipeline/evaluation/audit.py`).
 
 Each canary goes to its own training client, all its copies to that client
 (at seeded random positions among the client's texts): one person's

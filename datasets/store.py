@@ -29,10 +29,9 @@ from pathlib import Path
 from datasets.errors import FedKBError
 from datasets.layout import fedkb_command
 from datasets.splits import SPLITS
-from datasets.vocab import Vocabulary
+from datasets.vocab import VOCAB_FILE, Vocabulary
 
 STORE_FILE = "clients.sqlite"
-VOCAB_FILE = "vocab.json"
 STATS_FILE = "stats.json"
 FORMAT = "fedkb-client-store/1"
 FEATURE = "tokens"

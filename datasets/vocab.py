@@ -21,6 +21,10 @@ from datasets.errors import FedKBError
 from datasets.tokenizer import BOS, EOS, OOV, PAD, SPECIAL_TOKENS
 
 PAD_ID, OOV_ID, BOS_ID, EOS_ID = range(4)
+# Targets no loss, metric or on-device training counts (the one place for the rule): padding
+# and sentence starts, which nobody types. `<oov>` and `<eos>` count.
+IGNORED_TARGET_IDS = (PAD_ID, BOS_ID)
+VOCAB_FILE = "vocab.json"  # a vocabulary's file in a client store, run or model directory
 PUNCTUATION = tuple(".,!?;:'\"()-&/*%$#@+=")
 RESERVED_TOKENS = SPECIAL_TOKENS + PUNCTUATION
 DEFAULT_SIZE = 10_000
@@ -135,6 +139,7 @@ def count_tokens(texts: Iterable[str]) -> collections.Counter:
 
 
 __all__ = [
-    "BOS", "EOS", "OOV", "PAD", "PAD_ID", "OOV_ID", "BOS_ID", "EOS_ID",
+    "BOS", "EOS", "OOV", "PAD", "PAD_ID", "OOV_ID", "BOS_ID", "EOS_ID", "IGNORED_TARGET_IDS",
+    "VOCAB_FILE",
     "PUNCTUATION", "RESERVED_TOKENS", "Vocabulary", "VocabularyError", "count_tokens",
 ]

@@ -50,7 +50,7 @@ class TrainConfig:
     seed: int = 0
     dp_noise_multiplier: float | None = None
     secure_agg: bool = False
-    # --compress (fl_pipeline/compression.py): Hadamard rotation + `compress_bits`-bit
+    # --compress (fl_pipeline/training/compression.py): Hadamard rotation + `compress_bits`-bit
     # quantization (0 = float32) of the server's `compress_rows` share of the
     # vocabulary's rows; --compress-tff8: tff.learning.compression_aggregator.
     compress: bool = False

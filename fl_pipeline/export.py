@@ -44,15 +44,12 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from datasets.errors import FedKBError
-from datasets.layout import fedkb_command
-from datasets.vocab import BOS_ID, PAD_ID, Vocabulary, VocabularyError
+from datasets.vocab import BOS_ID, IGNORED_TARGET_IDS, PAD_ID, Vocabulary
+from fl_pipeline.run_dir import FINAL_WEIGHTS, load_finished_run
 from models.contract import (CARD_FILE, CARD_FORMAT, CARD_FORMAT_VERSION, MODEL_FILE,
                              PERSONAL_TENSORS, SIGNATURES, VOCAB_FILE, expected_signatures,
                              sha256_file_bytes)
-from models.next_word import ModelConfig, build_model, count_parameters
-
-WEIGHTS_FILE = "final_model.weights.h5"
-
+from models.next_word import count_parameters
 
 class ExportError(FedKBError):
     """A run directory that cannot be exported (missing or inconsistent files)."""
@@ -293,7 +290,7 @@ def export_model(model: tf.keras.Model, vocab: Vocabulary, out_dir: str | Path, 
             "optimizer": "adam",
             "learning_rate": config.learning_rate,
             "train_batch_size": config.train_batch_size,
-            "ignored_targets": [PAD_ID, BOS_ID],
+            "ignored_targets": list(IGNORED_TARGET_IDS),
         },
         "training": training,
         "heldout_metrics": heldout_metrics,
@@ -302,58 +299,6 @@ def export_model(model: tf.keras.Model, vocab: Vocabulary, out_dir: str | Path, 
     _write_atomically(out_dir / CARD_FILE,
                       (json.dumps(card, indent=1, ensure_ascii=False) + "\n").encode("utf-8"))
     return out_dir
-
-
-def _read_json(path: Path, what_to_do: str) -> dict:
-    try:
-        data = json.loads(path.read_text("utf-8"))
-    except FileNotFoundError:
-        raise ExportError(f"{path}: missing; {what_to_do}") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ExportError(f"{path}: not readable ({e})") from None
-    except json.JSONDecodeError as e:
-        raise ExportError(f"{path}: line {e.lineno}: not valid JSON ({e.msg})") from None
-    if not isinstance(data, dict):
-        raise ExportError(f"{path}: expected a JSON object")
-    return data
-
-
-def load_run(run_dir: str | Path) -> tuple[tf.keras.Model, Vocabulary, dict, dict]:
-    """(Keras model with the final weights, vocabulary, config, summary) of a training run."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise ExportError(f"{run_dir}: run directory not found; train one with "
-                          f"`{fedkb_command('train', '--out', run_dir)}`")
-    unfinished = f"the run did not finish; finish it with `{fedkb_command('train', '--resume', run_dir)}`"
-    config = _read_json(run_dir / "config.json", f"{run_dir} is not a `fedkb train` run directory")
-    summary = _read_json(run_dir / "summary.json", unfinished)
-    try:
-        model_config = ModelConfig(**config["model"])
-    except (KeyError, TypeError, ValueError) as e:
-        raise ExportError(f"{run_dir / 'config.json'}: bad \"model\" section ({e})") from None
-    try:
-        vocab = Vocabulary.load(run_dir / "vocab.json")
-    except VocabularyError as e:
-        raise ExportError(str(e)) from None
-    recorded = {"config.json": (config.get("data") or {}).get("vocab_sha256"),
-                "summary.json": summary.get("vocab_sha256")}
-    for name, sha in recorded.items():
-        if sha != vocab.sha256:
-            raise ExportError(f"{run_dir / name}: vocab_sha256 {sha!r} differs from vocab.json's "
-                              f"{vocab.sha256}; the run directory mixes files of different runs")
-    if model_config.vocab_size != len(vocab):
-        raise ExportError(f"{run_dir / 'config.json'}: vocab_size {model_config.vocab_size} but "
-                          f"vocab.json has {len(vocab)} tokens")
-    weights = run_dir / WEIGHTS_FILE
-    if not weights.is_file():
-        raise ExportError(f"{weights}: missing; {unfinished}")
-    try:  # the seed only fixes the weights loaded over them
-        model = build_model(model_config, seed=0, weights_file=weights)
-    except (OSError, ValueError) as e:
-        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ExportError(f"{weights}: cannot load the weights ({first_line}); "
-                          "the file is damaged or belongs to a different model config") from None
-    return model, vocab, config, summary
 
 
 def quantization_label(quantize: bool) -> str:
@@ -370,10 +315,10 @@ def training_card(config: dict, summary: dict) -> tuple[dict, dict | None]:
     return training, heldout
 
 
-def _run_training(run_dir: Path, run_config: dict, summary: dict) -> tuple[dict, dict | None]:
+def run_training_card(run_dir: Path, run_config: dict, summary: dict) -> tuple[dict, dict | None]:
     """The card's "training" section for a run: its summary, settings and final weights' hash."""
     training, heldout = training_card(run_config, summary)
-    training["final_weights_sha256"] = sha256_file_bytes((run_dir / WEIGHTS_FILE).read_bytes())
+    training["final_weights_sha256"] = sha256_file_bytes((run_dir / FINAL_WEIGHTS).read_bytes())
     return training, heldout
 
 
@@ -381,30 +326,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, quantize: bool = Tru
                config: ExportConfig | None = None, progress: bool = False) -> Path:
     """`fedkb export`: the model directory for a finished training run."""
     config = dataclasses.replace(config or ExportConfig(), quantize=quantize)
-    model, vocab, run_config, summary = load_run(run_dir)
-    training, heldout = _run_training(Path(run_dir), run_config, summary)
+    model, vocab, run_config, summary = load_finished_run(run_dir)
+    training, heldout = run_training_card(Path(run_dir), run_config, summary)
     return export_model(model, vocab, out_dir, training=training, heldout_metrics=heldout,
                         config=config, progress=progress)
-
-
-def export_is_current(run_dir: str | Path, out_dir: str | Path, *, quantize: bool = True) -> bool:
-    """Whether `out_dir` is a complete, intact export of the finished run as it is now.
-
-    True when the model directory passes the app's checks and its card records
-    this run's summary, settings and final weights (by SHA-256) and the same
-    quantization, so exporting again would write the same model.
-    """
-    # The app's own checks, imported here only: the demo asks this; export itself never
-    # imports the device package (it shares models/contract.py with it instead).
-    from keyboard_app.model_dir import read_model_dir
-
-    run_dir = Path(run_dir)
-    try:
-        card = read_model_dir(out_dir).card
-        run_config = json.loads((run_dir / "config.json").read_text("utf-8"))
-        summary = json.loads((run_dir / "summary.json").read_text("utf-8"))
-        training, _ = _run_training(run_dir, run_config, summary)
-    except (FedKBError, OSError, ValueError):
-        return False
-    return (card.get("training") == training
-            and card["file"].get("quantization") == quantization_label(quantize))

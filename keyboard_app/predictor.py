@@ -34,8 +34,9 @@ from pathlib import Path
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter
 
+from datasets.errors import first_line
 from datasets.tokenizer import split_context, tokenize
-from datasets.vocab import BOS_ID, PAD_ID, Vocabulary
+from datasets.vocab import BOS_ID, IGNORED_TARGET_IDS, PAD_ID, Vocabulary
 from keyboard_app.model_dir import ModelDirError, read_model_dir, reexport
 from models.contract import MODEL_FILE, PERSONAL_TENSORS, SIGNATURES
 from models.suggest import WordRanker, context_ids, display_form
@@ -53,9 +54,6 @@ _TAIL_CHARS_PER_TOKEN = 64
 
 # The contexts whose next-token scores are kept (V floats each: 64 x 10,000 x 4 B = 2.6 MB).
 _CACHED_CONTEXTS = 64
-
-# Targets that teach nothing (as in training): padding and sentence starts.
-_IGNORED_TARGETS = (PAD_ID, BOS_ID)
 
 
 class PersonalWeightsError(ModelDirError, ValueError):
@@ -100,7 +98,7 @@ class Predictor:
             # From the buffer already hashed, never from the path (see docs/DESIGN.md).
             self._interpreter = Interpreter(model_content=checked.model_bytes)
         except (ValueError, RuntimeError) as e:
-            raise ModelDirError(f"{model_path}: LiteRT cannot load it ({_first_line(e)}); "
+            raise ModelDirError(f"{model_path}: LiteRT cannot load it ({first_line(e)}); "
                                 f"{reexport(model_path.parent)}") from None
         expected = checked.expected_signatures()
         self._runners = self._signature_runners(expected, model_path)
@@ -114,7 +112,7 @@ class Predictor:
                 self._initial_personal = self.get_personal()
             self.logprobs([BOS_ID])
         except (ValueError, RuntimeError) as e:
-            raise ModelDirError(f"{model_path}: LiteRT cannot run it ({_first_line(e)}); "
+            raise ModelDirError(f"{model_path}: LiteRT cannot run it ({first_line(e)}); "
                                 f"{reexport(model_path.parent)}") from None
 
     def __repr__(self) -> str:
@@ -243,7 +241,7 @@ class Predictor:
         Positions whose target is <pad> or <bos> are left out.
         """
         ids = self.vocab.encode(tokenize(text))
-        positions = [i for i in range(1, len(ids)) if ids[i] not in _IGNORED_TARGETS]
+        positions = [i for i in range(1, len(ids)) if ids[i] not in IGNORED_TARGET_IDS]
         contexts = np.zeros([len(positions), self.context_len], dtype=np.int32)
         for row, i in enumerate(positions):
             contexts[row] = self._context_ids(ids[:i])
@@ -326,11 +324,6 @@ class Predictor:
     def reset_personal(self) -> None:
         """Forgets all personal learning: the federated model's predictions again."""
         self.set_personal(self._initial_personal)
-
-
-def _first_line(error: Exception) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _specs(specs: dict) -> str:

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import hashlib
 
+from datasets.vocab import VOCAB_FILE  # noqa: F401 - part of the contract: the model directory's vocabulary
+
 MODEL_FILE = "model.tflite"
-VOCAB_FILE = "vocab.json"
 CARD_FILE = "model_card.json"
 CARD_FORMAT = "fedkb-model-dir"
 CARD_FORMAT_VERSION = 1

@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from datasets.vocab import BOS_ID, OOV_ID, PAD_ID
+from datasets.vocab import IGNORED_TARGET_IDS, OOV_ID
 
 
 def target_mask(y_true: tf.Tensor) -> tf.Tensor:
-    """1.0 where the target counts, 0.0 at ``<pad>`` and ``<bos>``."""
+    """1.0 where the target counts, 0.0 at the ignored targets (``<pad>``, ``<bos>``)."""
     y_true = tf.cast(y_true, tf.int32)
     # tf.not_equal, not `!=`: TFF traces in graphs where `!=` compares objects.
-    return tf.cast(tf.not_equal(y_true, PAD_ID) & tf.not_equal(y_true, BOS_ID), tf.float32)
+    counted = [tf.not_equal(y_true, ignored) for ignored in IGNORED_TARGET_IDS]
+    return tf.cast(tf.reduce_all(tf.stack(counted), axis=0), tf.float32)
 
 
 class MaskedLoss(tf.keras.losses.Loss):

@@ -1,6 +1,6 @@
 """The simulated typist: the keyboard rule every FedKB figure and the app's own check use.
 
-One place for the rule: `fl_pipeline.keyboard_eval` (the server's `fedkb
+One place for the rule: `fl_pipeline.evaluation.keyboard_metrics` (the server's `fedkb
 eval`) and the app's never-worse check (`keyboard_app.personal`) both type
 messages with `type_message`, so the figure the server reports and the
 one the phone decides by are the same. Pure Python on top of the

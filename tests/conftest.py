@@ -5,6 +5,7 @@
 """
 
 import os
+import sys
 
 import pytest
 
@@ -26,9 +27,10 @@ def pytest_collection_modifyitems(config, items):
 def pytest_sessionfinish(session, exitstatus):
     """Drops TFF's default context (if a test imported TFF) while Python is still whole,
     as the CLI does: left to interpreter exit, its __del__ prints a traceback."""
-    from fl_pipeline.cli import release_tff_default_context
+    if "tensorflow_federated" in sys.modules:
+        from fl_pipeline.training.runtime import release_tff_default_context
 
-    release_tff_default_context()
+        release_tff_default_context()
 
 
 @pytest.fixture(scope="session")

@@ -53,7 +53,7 @@ def fedkb(*args: str, timeout: float = 600, check: bool = True,
 
 
 def fault_env(run_dir: Path, **settings: object) -> dict[str, str]:
-    """The environment of `fl_pipeline.fault_injection`: watch `run_dir`, and
+    """The environment of `fl_pipeline.training.fault_injection`: watch `run_dir`, and
     e.g. kill_at="3:metrics.csv" or stop_after=run_dir / "checkpoints/program_state_2/COMPLETE"."""
     return {"FEDKB_TEST_WATCH_DIR": str(run_dir),
             **{f"FEDKB_TEST_{name.upper()}": str(value) for name, value in settings.items()}}

@@ -3,11 +3,11 @@ that centralized training would have collected from them.
 
 - Bytes one client uploads per round, without and with `--compress`: the
   `upload_bytes_per_client_per_round` of real runs' summary.json, measured
-  in every round from the encoded update (`fl_pipeline.compression`).
+  in every round from the encoded update (`fl_pipeline.training.compression`).
 - The whole federated run's measured upload (summary.json
   `communication.upload.run_bytes`) against the raw UTF-8 text of the
   clients whose updates it carried, from the run's round plan (dropouts and
-  over-selection included: `run.round_plans`, the plan training followed),
+  over-selection included: `run_dir.round_plans`, the plan training followed),
   and of all training clients (`stats.json` `splits.train.utf8_bytes`).
 """
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 from fl_pipeline.bench.figures import Figures
 from fl_pipeline.bench.texts import StoreTexts
 from fl_pipeline.config import TrainConfig
-from fl_pipeline.run import round_plans
+from fl_pipeline.run_dir import round_plans
 
 
 def clients_uploaded(train_ids: list[str], train: TrainConfig) -> set[str]:

@@ -8,7 +8,7 @@ English dialogues; each line of a conversation is one message) or plain `.txt` f
 message per non-blank line). Both the model (its `model.tflite` through the app's
 `Predictor`) and the bigram/trigram fitted on the run's training clients (the same text the
 federated model learned from, pooled) type every message by the rules of
-`fl_pipeline.keyboard_eval`; the table shows strip top-3 and KSR, pooled.
+`fl_pipeline.evaluation.keyboard_metrics`; the table shows strip top-3 and KSR, pooled.
 """
 
 from __future__ import annotations
@@ -38,9 +38,9 @@ def read_messages(path: Path) -> list[str]:
 
 
 def check(model_dir: Path, run_dir: Path, texts: list[Path]) -> dict:
-    from fl_pipeline import keyboard_eval
-    from fl_pipeline.baselines import KneserNeyTrigram, WordPairBigram
-    from fl_pipeline.run import load_run_config, open_store
+    from fl_pipeline.evaluation import keyboard_metrics
+    from fl_pipeline.evaluation.baselines import KneserNeyTrigram, WordPairBigram
+    from fl_pipeline.run_dir import load_run_config, open_store
     from keyboard_app.predictor import Predictor
 
     model_config, config, data = load_run_config(run_dir)
@@ -50,11 +50,11 @@ def check(model_dir: Path, run_dir: Path, texts: list[Path]) -> dict:
     windows = [e["tokens"].numpy() for e in pool]
     suggesters = {"federated (TFLite)": Predictor(model_dir)}
     for name, kind in (("n-gram", KneserNeyTrigram), ("bigram", WordPairBigram)):
-        suggesters[name] = keyboard_eval.ngram_suggester(
+        suggesters[name] = keyboard_metrics.ngram_suggester(
             kind(model_config.vocab_size).fit(windows), store.vocab, model_config.seq_len)
     rows = {}
     for name, suggester in suggesters.items():
-        tally = keyboard_eval.type_messages(suggester, messages, store.vocab)
+        tally = keyboard_metrics.type_messages(suggester, messages, store.vocab)
         rows[name] = {**tally.rates(), "words": tally.words, "characters": tally.characters}
     return {"messages": len(messages), "sources": [str(p) for p in texts],
             "counted_from": f"{store.data_dir} training clients (the phones' text, pooled)",

@@ -2,7 +2,7 @@
 and on-device personalization change.
 
 - Four models on the same held-out clients' `future` texts, with the same
-  metrics: `fl_pipeline.evaluate.compare` (federated, centralized,
+  metrics: `fl_pipeline.evaluation.compare.compare` (federated, centralized,
   local-only, n-gram).
 - Learning curves: held-out top-3 against examples processed. Federated
   from the run's periodic TFF evaluations (`eval_metrics.csv`), centralized
@@ -21,11 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
-from fl_pipeline import run
 from fl_pipeline.bench.config import BenchConfig
 from fl_pipeline.bench.figures import Budget, Figures
-from fl_pipeline.evaluate import compare
-from fl_pipeline.run import metric_column, read_metrics_csv
+from fl_pipeline.evaluation.compare import compare
+from fl_pipeline.run_dir import (EVAL_METRICS, SUMMARY, TRAIN_METRICS, metric_column, read_json,
+                                 read_metrics_csv)
+from fl_pipeline.training import run
 
 MODELS = {"federated": "federated", "centralized": "centralized", "local_only": "local-only",
           "ngram": "n-gram"}
@@ -33,9 +34,9 @@ MODELS = {"federated": "federated", "centralized": "centralized", "local_only": 
 
 def federated_curve(run_dir: Path) -> tuple[list[int], list[float]]:
     """(examples processed by the end of each evaluated round, held-out top-3 there)."""
-    rounds = read_metrics_csv(run_dir / "metrics.csv")
+    rounds = read_metrics_csv(run_dir / TRAIN_METRICS)
     examples_after = np.cumsum([metric_column(r, "num_examples") for r in rounds])
-    evaluations = read_metrics_csv(run_dir / "eval_metrics.csv")
+    evaluations = read_metrics_csv(run_dir / EVAL_METRICS)
     x = [int(examples_after[int(e["round"]) - 1]) for e in evaluations]
     y = [metric_column(e, "top3_accuracy") for e in evaluations]
     return x, y
@@ -45,7 +46,7 @@ def compare_models(run_dir: Path, figures: Figures) -> dict:
     """The four-model table and both learning curves."""
     fed_x, fed_y = federated_curve(run_dir)
     report = compare(run_dir, show_progress=False, centralized_curve_at=fed_x)
-    summary = run.read_json(run_dir / "summary.json")
+    summary = read_json(run_dir / SUMMARY)
     central = report["models"]["centralized"]["curve"]
     figures.add_series("learning_curve.federated", fed_x, fed_y, "examples processed",
                        "held-out top-3")
@@ -58,7 +59,7 @@ def compare_models(run_dir: Path, figures: Figures) -> dict:
              "example_passes": report["example_passes"], "rounds": summary["rounds"],
              "clients_per_round": summary["clients_per_round"],
              "model_parameters": summary["model_parameters"]}
-    how = (f"fl_pipeline.evaluate.compare (`fedkb eval`) on the future texts of "
+    how = (f"fl_pipeline.evaluation.compare.compare (`fedkb eval`) on the future texts of "
            f"{report['heldout_clients']} held-out clients ({tokens} next-token targets)")
     for name, key in MODELS.items():
         row = report["models"][key]
@@ -83,7 +84,7 @@ def dp_effect(data_dir: Path, work_dir: Path, config: BenchConfig, federated_run
               figures: Figures) -> None:
     """(epsilon, top-3) of one DP run per noise multiplier, against no DP at the same round."""
     rounds = config.dp_rounds
-    at_round = {int(e["round"]): e for e in read_metrics_csv(federated_run / "eval_metrics.csv")}
+    at_round = {int(e["round"]): e for e in read_metrics_csv(federated_run / EVAL_METRICS)}
     figures.add("quality.dp.no_dp_top3", f"no DP, round {rounds}",
                 metric_column(at_round[rounds], "top3_accuracy"), "fraction",
                 f"held-out TFF evaluation of the federated run at round {rounds} "
@@ -95,7 +96,7 @@ def dp_effect(data_dir: Path, work_dir: Path, config: BenchConfig, federated_run
                             config.model, show_progress=False)
         dp = summary["dp"]
         key = "quality.dp.noise_" + f"{noise:g}".replace(".", "p")  # 0.5 -> noise_0p5
-        how = (f"summary.json of fl_pipeline.run.train with dp_noise_multiplier={noise:g} "
+        how = (f"summary.json of fl_pipeline.training.run.train with dp_noise_multiplier={noise:g} "
                f"(`fedkb train --dp-noise-multiplier {noise:g}`), {rounds} rounds of "
                f"{summary['clients_per_round']} of {summary['training_clients']} clients")
         sizes = {"noise_multiplier": noise, "rounds": rounds, "delta": dp["delta"],
@@ -131,7 +132,7 @@ def personalization_gain(model_dir: Path, work_dir: Path, config: BenchConfig,
     from keyboard_app.predictor import Predictor
 
     from datasets.store import ClientStore
-    from fl_pipeline import keyboard_eval
+    from fl_pipeline.evaluation import keyboard_metrics
     from fl_pipeline.bench.speed import time_prepare
     from fl_pipeline.bench.texts import read_store_texts
 
@@ -147,7 +148,7 @@ def personalization_gain(model_dir: Path, work_dir: Path, config: BenchConfig,
         state_bytes.append(sum(path.stat().st_size for path in private_dir.iterdir()))
         return predictor
 
-    gains = keyboard_eval.measure_personalization(
+    gains = keyboard_metrics.measure_personalization(
         personalize_and_weigh, shared, heldout, shared.vocab,
         min_past_messages=config.personal_min_past, max_users=config.personal_max_users,
         max_messages_per_user=config.personal_max_messages, seed=config.seed)
@@ -158,7 +159,7 @@ def personalization_gain(model_dir: Path, work_dir: Path, config: BenchConfig,
     corpus = " ".join(config.personal_prepare_args or config.prepare_args)
     sizes = {"users": gains["users"], "min_past_messages": config.personal_min_past,
              "future_messages": gains["future_messages"]}
-    how = (f"`fedkb eval --personalize`'s figures (fl_pipeline.keyboard_eval."
+    how = (f"`fedkb eval --personalize`'s figures (fl_pipeline.evaluation.keyboard_metrics."
            f"measure_personalization) on the held-out users of `fedkb data prepare {corpus}` with "
            f"at least {config.personal_min_past} past messages ({gains['users']}), at most "
            f"{config.personal_max_messages} future messages each, typed by models/typist.py "
@@ -168,7 +169,7 @@ def personalization_gain(model_dir: Path, work_dir: Path, config: BenchConfig,
                    "pass (messages.jsonl, personal_weights.npz when the layer is used, "
                    "state.json), median over users; the user's words are counted from the "
                    "messages at start, not stored", sizes=sizes)
-    _, by_past = keyboard_eval.personal_plot_data(gains)
+    _, by_past = keyboard_metrics.personal_plot_data(gains)
     for figure, label in (("next_top3", "strip top-3"), ("ksr", "KSR")):
         row = gains["figures"][figure]
         key = f"quality.personalization.{figure}"
@@ -204,7 +205,7 @@ def memorization(config: BenchConfig, work_dir: Path, figures: Figures) -> None:
         figures.note("memorization audit: only with `fedkb bench --full` (two more training runs "
                      "on a corpus with planted canaries); `fedkb audit RUN_DIR` audits any run")
         return
-    from fl_pipeline.audit import audit_run, mean_exposure_by_repeats
+    from fl_pipeline.evaluation.audit import audit_run, mean_exposure_by_repeats
     from fl_pipeline.bench.speed import time_prepare
 
     data_dir = work_dir / "canary-data"
@@ -229,7 +230,7 @@ def memorization(config: BenchConfig, work_dir: Path, figures: Figures) -> None:
         for repeats, bits in mean_exposure_by_repeats(report).items():
             figures.add(f"privacy.exposure.{label}.repeats_{repeats}",
                         f"canary exposure, {repeats} copies, {privacy}", bits, "bits",
-                        f"fl_pipeline.audit.audit_run (`fedkb audit`): mean Secret Sharer exposure "
+                        f"fl_pipeline.evaluation.audit.audit_run (`fedkb audit`): mean Secret Sharer exposure "
                         f"of the canaries planted {repeats} times (`fedkb data prepare "
                         f"{' '.join(canary_args)}`), ranked among all "
                         f"{report['candidates']:,} secrets of their format",

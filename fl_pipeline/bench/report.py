@@ -222,7 +222,7 @@ def plot_communication(bench: dict, path: Path) -> Path:
 
 
 def plot_personalization(bench: dict, path: Path) -> Path:
-    from fl_pipeline.keyboard_eval import plot_personal_gains
+    from fl_pipeline.evaluation.keyboard_metrics import plot_personal_gains
 
     def series(name: str) -> dict:  # absent when no user qualified (see the notes)
         return bench["series"].get(name, {"x": [], "y": []})

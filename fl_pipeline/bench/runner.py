@@ -80,7 +80,7 @@ def machine_info() -> dict:
 def run_bench(config: BenchConfig, out: Path, show_progress: bool = True) -> dict:
     """Runs every measurement of `config`, writes OUT/bench.json and the report; returns the bench."""
     from datasets.store import ClientStore
-    from fl_pipeline import run
+    from fl_pipeline.training import run
     from fl_pipeline.bench import communication, device, quality, report, speed
     from fl_pipeline.bench.texts import read_store_texts
     from fl_pipeline.export import export_run

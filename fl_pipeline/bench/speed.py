@@ -2,7 +2,7 @@
 memory stays flat, and how long preparing the corpus takes.
 
 - TFF round: `process.next(state, client ids)` of FedKB's real training
-  process (`fl_pipeline.process`) in FedKB's own execution context, state
+  process (`fl_pipeline.training.learning_process`) in FedKB's own execution context, state
   materialized every round as `tff.learning.programs.train_model` does.
 - Plain loop: the same clients (same seeded sampler), the same batches (the
   same `to_model_batches` pipeline on the same store) and the same SGD steps,
@@ -10,7 +10,7 @@ memory stays flat, and how long preparing the corpus takes.
   FedAvg. No serialization, no metrics, no executor: the floor a TFF round
   is held to.
 - Workers: the same rounds on two loopback `worker_binary`s
-  (`fl_pipeline.execution.start_worker`, `TrainConfig.workers`).
+  (`fl_pipeline.training.runtime.start_worker`, `TrainConfig.workers`).
 - Memory: resident size of this process plus its worker processes after
   every round.
 - `fedkb data prepare`: the CLI in a fresh process, as a user runs it.
@@ -62,7 +62,7 @@ def process_tree_rss() -> int:
 def tff_rounds(store, model_config: ModelConfig, train: TrainConfig, rounds: int,
                log_path: Path | None = None) -> RoundLog:
     """`rounds` rounds of the real TFF training process, timed one by one."""
-    from fl_pipeline.execution import federated_context
+    from fl_pipeline.training.runtime import federated_context
 
     with federated_context(train.workers, log_path, train.worker_timeout):
         return asyncio.run(_tff_rounds(store, model_config, train, rounds))
@@ -71,9 +71,9 @@ def tff_rounds(store, model_config: ModelConfig, train: TrainConfig, rounds: int
 async def _tff_rounds(store, model_config: ModelConfig, train: TrainConfig, rounds: int) -> RoundLog:
     import tensorflow_federated as tff
 
-    from fl_pipeline.client_data import SeededClientIterator
-    from fl_pipeline.process import build_training_process
-    from fl_pipeline.program import find_metric
+    from fl_pipeline.training.client_data import SeededClientIterator
+    from fl_pipeline.training.learning_process import build_training_process
+    from fl_pipeline.training.program import find_metric
 
     process = build_training_process(model_config, train, store.client_data("train"))
     train_ids = store.client_ids("train")
@@ -97,7 +97,7 @@ def plain_rounds(store, model_config: ModelConfig, train: TrainConfig, rounds: i
     """The same rounds as `tff_rounds` (clients, batches, SGD steps) in a plain TF loop."""
     import tensorflow as tf
 
-    from fl_pipeline.client_data import SeededClientIterator, to_model_batches
+    from fl_pipeline.training.client_data import SeededClientIterator, to_model_batches
     from models.metrics import MaskedLoss
 
     client_data = store.client_data("train")
@@ -170,8 +170,8 @@ def tff_overhead(store, model_config: ModelConfig, config: BenchConfig, work_dir
                            f"TFF {tff_log.examples}: not the same work")
     sizes = _round_sizes(config, model_config, tff_log)
     figures.timing("speed.tff_round_s", "TFF round (1 local worker)", tff_log.seconds[skip:], "s",
-                   "process.next(state, clients) of fl_pipeline.process.build_training_process "
-                   "in fl_pipeline.execution.federated_context(), state materialized each round",
+                   "process.next(state, clients) of fl_pipeline.training.learning_process.build_training_process "
+                   "in fl_pipeline.training.runtime.federated_context(), state materialized each round",
                    sizes=sizes)
     figures.timing("speed.plain_round_s", "same local steps, plain tf.function loop",
                    plain_log.seconds[skip:], "s",
@@ -195,7 +195,7 @@ def two_workers(store, model_config: ModelConfig, config: BenchConfig, work_dir:
     """The timing rounds again, split over two loopback TFF workers."""
     import portpicker
 
-    from fl_pipeline.execution import start_worker, stop_worker
+    from fl_pipeline.training.runtime import start_worker, stop_worker
 
     ports = [portpicker.pick_unused_port() for _ in range(2)]
     workers = [start_worker(port, work_dir / f"worker-{port}.log") for port in ports]
@@ -210,7 +210,7 @@ def two_workers(store, model_config: ModelConfig, config: BenchConfig, work_dir:
     sizes = _round_sizes(config, model_config, log)
     figures.timing("speed.two_workers_round_s", "TFF round (2 loopback workers)", log.seconds[skip:],
                    "s", "as speed.tff_round_s with TrainConfig(workers=(two localhost ports)), "
-                   "workers started by fl_pipeline.execution.start_worker", sizes=sizes)
+                   "workers started by fl_pipeline.training.runtime.start_worker", sizes=sizes)
     ratios = [two / one for two, one in zip(log.seconds[skip:], one_worker.seconds[skip:])]
     figures.timing("speed.two_over_one_worker", "2 workers / 1 worker round time", ratios, "ratio",
                    "per-round ratio, same rounds and clients (below 1: the second worker helps)",
