@@ -18,8 +18,10 @@ def target_mask(y_true: tf.Tensor) -> tf.Tensor:
     """1.0 where the target counts, 0.0 at the ignored targets (``<pad>``, ``<bos>``)."""
     y_true = tf.cast(y_true, tf.int32)
     # tf.not_equal, not `!=`: TFF traces in graphs where `!=` compares objects.
-    counted = [tf.not_equal(y_true, ignored) for ignored in IGNORED_TARGET_IDS]
-    return tf.cast(tf.reduce_all(tf.stack(counted), axis=0), tf.float32)
+    mask = tf.ones_like(y_true, tf.float32)
+    for ignored in IGNORED_TARGET_IDS:
+        mask *= tf.cast(tf.not_equal(y_true, ignored), tf.float32)
+    return mask
 
 
 class MaskedLoss(tf.keras.losses.Loss):
