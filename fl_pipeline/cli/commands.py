@@ -7,6 +7,7 @@ so light commands stay light) and prints the result.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 from datasets.errors import FedKBError
 from datasets.layout import fedkb_command, venv_command
@@ -47,18 +48,13 @@ def run_data(args: argparse.Namespace) -> int:
 
 def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
     """TrainConfig defaults, overridden by the flags the user gave."""
-    fields = ("rounds", "clients_per_round", "local_epochs", "batch_size",
-              "max_examples_per_client", "client_lr", "server_optimizer", "server_lr",
-              "server_lr_schedule",
-              "eval_every", "eval_clients", "checkpoint_every", "seed", "dp_noise_multiplier",
-              "dropout", "over_select", "worker_timeout", "compress_bits", "compress_rows")
-    overrides = {name: getattr(args, name) for name in fields if getattr(args, name) is not None}
+    # Every TrainConfig field has a flag of the same name (parser.py); unset ones stay None.
+    overrides = {field.name: getattr(args, field.name) for field in dataclasses.fields(TrainConfig)
+                 if field.name != "workers" and getattr(args, field.name, None) is not None}
     if args.workers:
         overrides["workers"] = tuple(w.strip() for w in args.workers.split(",") if w.strip())
     try:
-        return TrainConfig(secure_agg=args.secure_agg, compress=args.compress,
-                           compress_tff8=args.compress_tff8, clip_updates=args.clip_updates,
-                           **overrides)
+        return TrainConfig(**overrides)
     except ValueError as e:
         raise FedKBError(str(e).replace("TrainConfig.", "--").replace("_", "-")) from None
 
