@@ -97,8 +97,8 @@ def plain_rounds(store, model_config: ModelConfig, train: TrainConfig, rounds: i
     """The same rounds as `tff_rounds` (clients, batches, SGD steps) in a plain TF loop."""
     import tensorflow as tf
 
+    from fl_pipeline.evaluation.baselines import train_step
     from fl_pipeline.training.client_data import SeededClientIterator, to_model_batches
-    from models.metrics import MaskedLoss
 
     client_data = store.client_data("train")
     train_ids = store.client_ids("train")
@@ -106,18 +106,7 @@ def plain_rounds(store, model_config: ModelConfig, train: TrainConfig, rounds: i
     model = build_model(model_config, seed=train.seed)
     variables = model.trainable_variables
     global_weights = [v.numpy() for v in variables]
-    optimizer = tf.keras.optimizers.SGD(train.client_lr)
-    loss_fn = MaskedLoss()
-    batch = tf.TensorSpec([None, model_config.seq_len], tf.int32)
-
-    # Traced once for every batch size. (A whole client's loop over its dataset
-    # inside one tf.function measured several times slower per client here.)
-    @tf.function(input_signature=[batch, batch])
-    def sgd_step(x, y):
-        with tf.GradientTape() as tape:
-            loss = loss_fn(y, model(x, training=True))
-        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
-        return tf.shape(x)[0]
+    sgd_step = train_step(model, tf.keras.optimizers.SGD(train.client_lr))  # as local-only's
 
     def client_update(client_id: str) -> int:
         """One client's local epochs over the batches TFF's dataset computation builds."""
@@ -125,7 +114,11 @@ def plain_rounds(store, model_config: ModelConfig, train: TrainConfig, rounds: i
                                    batch_size=train.batch_size, epochs=train.local_epochs,
                                    max_examples=train.max_examples_per_client,
                                    shuffle_seed=train.seed)
-        return sum(int(sgd_step(x, y)) for x, y in batches)
+        examples = 0
+        for x, y in batches:
+            sgd_step(x, y)
+            examples += int(x.shape[0])
+        return examples
 
     log = RoundLog()
     for _ in range(rounds):
