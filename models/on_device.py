@@ -34,8 +34,8 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from datasets.vocab import IGNORED_TARGET_IDS
 from models.contract import PERSONAL_TENSORS
+from models.metrics import target_mask
 
 
 @dataclass(frozen=True)
@@ -136,9 +136,7 @@ class OnDeviceModel(tf.Module):
     def _train(self, context, target):
         h = tf.stop_gradient(self._features(context))  # the backbone stays frozen
         # Rows whose target is ignored (<pad>, <bos>) count for nothing, as in training.
-        mask = tf.ones_like(target, tf.float32)  # [B]; NOT_EQUAL, CAST, MUL: builtins
-        for ignored in IGNORED_TARGET_IDS:
-            mask *= tf.cast(tf.not_equal(target, ignored), tf.float32)
+        mask = target_mask(target)  # [B], training's own mask (NOT_EQUAL, CAST, MUL: builtins)
         variables = list(self.personal.values())
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(variables)
