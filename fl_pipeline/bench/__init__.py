@@ -8,6 +8,8 @@
     device.py         model size, suggest/train latency, refresh, fine-tuning, cold start
     cold_start.py     run in a fresh process: app core start to first suggestion
     communication.py  bytes uploaded vs the raw text centralized training collects
+    other_chat.py     the exported model on chat from another source (a command of its own)
+    minutes.py        keyboard quality against training minutes (a command of its own)
     runner.py         runs it all in order and writes bench.json
     report.py         REPORT.md, the plots, and the README's "Results" section
 
