@@ -109,12 +109,12 @@ def describe_personal(stats: PersonalStats, *, learning: bool, personalized: boo
                  + ("" if learning else " (nothing new is stored)") + ".")
     lines.append(f"Messages stored on this device: {number(stored_messages)}.")
     if stats.fine_tunes:
-        lines.append(f"Messages learned: {number(stats.messages_learned)} (fine-tuned "
+        lines.append(f"Messages learned: {number(stats.messages_learned)} (personalized "
                      f"{number(stats.fine_tunes)} time{'s' if stats.fine_tunes != 1 else ''}).")
-        lines.append(f"Last fine-tuning loss: {number(stats.last_loss, 3)}." if stats.last_loss is not None
-                     else "Last fine-tuning loss: none.")
+        if stats.last_loss is not None:  # only when the pass fine-tuned a personal layer
+            lines.append(f"Last fine-tuning loss: {number(stats.last_loss, 3)}.")
     else:
-        lines.append("Messages learned: 0 (not fine-tuned yet).")
+        lines.append("Messages learned: 0 (not personalized yet).")
     if busy:
         lines.append("Personalizing in the background...")
     for label, after in (("before", False), ("after", True)):

@@ -103,10 +103,11 @@ def test_the_switch_turns_learning_on_and_a_background_pass_updates_the_panel(ty
     assert typing_run["stored_messages"] == typing_run["messages_sent_while_learning"] >= 15
     assert typing_run["fine_tunes"] >= 1
     assert "Messages learned: " in typing_run["personal_text"]
-    assert "(fine-tuned" in typing_run["personal_text"]
+    assert "(personalized" in typing_run["personal_text"]
     assert "Suggestions: personalized on your " in typing_run["personal_text"]
-    # The phrase sent fifteen times is now the most likely next word, in the middle of the strip.
-    assert typing_run["screenshot_suggestions"][1] == "order"
+    # The phrase sent fifteen times: its word, which the shared model never offers here, is in
+    # the strip (the user's own words, mixed in; LearnerConfig trains no personal layer).
+    assert "order" in typing_run["screenshot_suggestions"]
     assert typing_run["learning_after_switch_off"] is False
     assert typing_run["stored_after_switch_off"] == typing_run["stored_before_switch_off"]
 

