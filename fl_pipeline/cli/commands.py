@@ -201,7 +201,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from fl_pipeline.cli.demo import is_tiny, next_commands, run_demo as demo
     from keyboard_app.app import has_display, run_app as open_app
 
-    model_dir = demo(args.out, tiny=is_tiny(), corpus=args.corpus)
+    model_dir = demo(args.out, tiny=is_tiny(), corpus=args.corpus, warm_start=args.warm_start)
     if not args.no_app and has_display():
         return open_app(model_dir, None)
     print(f"model: {model_dir}" if args.no_app else

@@ -5,11 +5,15 @@ data, a finished or interrupted run, an export of that run's final weights),
 so running it again goes straight to the app and an interrupted demo picks
 up where it stopped.
 
-By default the phones hold the built-in fortunes and train from a random
-start. With `--corpus chitchat` they hold real typed chat and the server
-first pretrains the model on the fortunes, public text (`fedkb pretrain`,
-then `fedkb train --init-from`); it is not the default because it takes
-about 45 minutes on 2 cores (README).
+By default the phones hold chitchat, real typed chat (a public data set
+standing in for their private text), and train from a random start within
+the demo's budget (about 6 minutes of training on 2 cores). `--corpus
+fortunes` is the older demo on the BSD fortunes. `--warm-start` (chitchat
+only) first pretrains the model on the server on the fortunes, public text
+no phone holds (`fedkb pretrain`, then `fedkb train --init-from`); it is not
+the default because its pretraining alone takes longer than the whole demo
+and, measured as a keyboard, it gave no better strip than the random start
+(README, "Warm-start settings").
 
 `FEDKB_DEMO_TINY=1` runs the same stages on a toy scale (60 clients per
 corpus, 64 pretraining examples, 2 rounds of 3, an 8-dimensional model), for
@@ -28,23 +32,27 @@ from fl_pipeline.config import TrainConfig
 from fl_pipeline.run_dir import CONFIG, SUMMARY, has_completed_round, read_json
 from fl_pipeline.training.pretrain import PretrainConfig
 
-# The phones' corpus -> the public text the server pretrains on (None: no warm start).
-# chitchat (real typed chat, standing in for the phones' private text) is warm-started from
-# the built-in fortunes, public text no phone holds. The fortunes demo keeps its old form,
-# a random start: the only other built-in text is chitchat, and pretraining on typed chat to
-# then federate quotations would turn the demo upside down (the phones' text would be the
-# less keyboard-like one), so `--corpus fortunes` stays the demo it was.
+# The phones' corpus -> the public text the server pretrains on with --warm-start: chitchat
+# (real typed chat) from the built-in fortunes, public text no phone holds. The fortunes have no
+# warm start: the only other built-in text is chitchat, and pretraining on typed chat to then
+# federate quotations would make the public text the more keyboard-like one.
 PUBLIC_TEXT = {"chitchat": "fortunes", "fortunes": None}
 
+# The chitchat demo, sized to the demo's budget (about 6 minutes of training on 2 cores, README
+# "Quick start"): 75 rounds of 10 phones from a random start, each phone one pass over at most
+# 16 of its windows, so a round takes about 4.5 s on a 2-core machine whatever the phone holds
+# (the training defaults, 64 windows x 2 epochs, took about 26 s a round on chitchat).
+CHITCHAT_TRAINING = TrainConfig(rounds=75, max_examples_per_client=16, local_epochs=1,
+                                eval_every=25)
 # The fortunes demo: 100 rounds of 10 phones from a random start, as before.
 FORTUNES_TRAINING = TrainConfig(eval_every=25)
-# The chitchat demo (README, lever table): pretraining on the fortunes, 60,000 example passes
-# in batches of 16 (half as much scored 0.08 lower token top-3), then 75 federated rounds of
+DEMO_TRAINING = {"chitchat": CHITCHAT_TRAINING, "fortunes": FORTUNES_TRAINING}
+# --warm-start (README, lever table): pretraining on the fortunes, 60,000 example passes in
+# batches of 16 (half as much scored 0.08 lower token top-3), then 75 federated rounds of
 # 10 phones (a warm start peaked there under a constant rate, then overshot) whose server
 # learning rate decays (cosine) from 0.03 to 0, so the late rounds take small steps.
 DEMO_PRETRAIN = PretrainConfig(examples=60_000, batch_size=16)
-CHITCHAT_TRAINING = TrainConfig(rounds=75, server_lr_schedule="cosine", eval_every=25)
-DEMO_TRAINING = {"chitchat": CHITCHAT_TRAINING, "fortunes": FORTUNES_TRAINING}
+WARM_TRAINING = TrainConfig(rounds=75, server_lr_schedule="cosine", eval_every=25)
 
 TINY_ENV = "FEDKB_DEMO_TINY"
 TINY_MAX_CLIENTS = 60
@@ -71,8 +79,18 @@ def _stored_corpus(data_dir: Path) -> str | None:
     return stats.get("corpus", {}).get("name") or stats.get("config", {}).get("corpus")
 
 
-def run_demo(out: Path, tiny: bool = False, corpus: str = "fortunes") -> Path:
-    """Prepares, pretrains, trains, exports (each only if needed); returns the model directory."""
+def _run_init(run_dir: Path) -> bool | None:
+    """Whether the demo's run (if one was started) was warm-started, else None."""
+    try:
+        return read_json(run_dir / CONFIG).get("init") is not None
+    except (FedKBError, OSError, ValueError):
+        return None
+
+
+def run_demo(out: Path, tiny: bool = False, corpus: str = "chitchat",
+             warm_start: bool = False) -> Path:
+    """Prepares, pretrains (with `warm_start`), trains, exports (each only if needed); returns
+    the model directory."""
     from datasets.prepare import PrepareConfig, prepare
     from fl_pipeline.export import export_run
     from fl_pipeline.training import run
@@ -80,8 +98,12 @@ def run_demo(out: Path, tiny: bool = False, corpus: str = "fortunes") -> Path:
 
     data_dir, run_dir, model_dir = demo_paths(out)
     public_dir, pretrain_dir = public_paths(out)
-    public = PUBLIC_TEXT[corpus]
-    training, model = (TINY_TRAINING, TINY_MODEL) if tiny else (DEMO_TRAINING[corpus], None)
+    public = PUBLIC_TEXT[corpus] if warm_start else None
+    if warm_start and public is None:
+        raise FedKBError(f"--warm-start needs public text other than the phones': there is none "
+                         f"for --corpus {corpus}; use --corpus chitchat")
+    training = WARM_TRAINING if warm_start else DEMO_TRAINING[corpus]
+    training, model = (TINY_TRAINING, TINY_MODEL) if tiny else (training, None)
     max_clients = TINY_MAX_CLIENTS if tiny else None
     stages = 5 if public else 3
     stage = iter(range(1, stages + 1))
@@ -94,6 +116,12 @@ def run_demo(out: Path, tiny: bool = False, corpus: str = "fortunes") -> Path:
         raise FedKBError(f"{out} holds a demo on '{held}', not '{corpus}'; run "
                          f"`{fedkb_command('demo', '--corpus', held, '--out', out)}` to reuse it, "
                          "or give another --out")
+    trained = _run_init(run_dir)
+    if trained is not None and trained != bool(public):
+        flag = "--warm-start " if trained else ""
+        raise FedKBError(f"{out} holds a demo {'with' if trained else 'without'} a warm start; "
+                         f"run `{fedkb_command('demo', '--corpus', corpus, *flag.split(), '--out', out)}` "
+                         "to reuse it, or give another --out")
     if held is None:
         say(f"preparing the {corpus} corpus as the phones' federated clients")
         prepare(PrepareConfig(corpus=corpus, out=data_dir, max_clients=max_clients))

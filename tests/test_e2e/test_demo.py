@@ -49,14 +49,13 @@ def check_runs_as_printed(command: str, cwd: Path) -> None:
 
 def test_demo_then_every_printed_and_quick_start_command(tmp_path):
     (tmp_path / ".venv").symlink_to(CHECKOUT / ".venv")
-    # The chitchat demo: its stages include the default (fortunes) demo's three.
-    first = shell(".venv/bin/fedkb demo --corpus chitchat", tmp_path, FEDKB_DEMO_TINY="1")
+    # The default demo: chitchat phones, a random start, three stages.
+    first = shell(".venv/bin/fedkb demo", tmp_path, FEDKB_DEMO_TINY="1")
     assert first.returncode == 0, first.stderr[-3000:]
-    assert "5/5 exporting to TFLite in runs/demo/model" in first.stdout
-    assert "3/5 pretraining on the server on public fortunes text" in first.stdout
+    assert "1/3 preparing the chitchat corpus" in first.stdout
+    assert "3/3 exporting to TFLite in runs/demo/model" in first.stdout
     run_config = json.loads((tmp_path / "runs" / "demo" / "run" / "config.json").read_text())
-    assert run_config["data"]["corpus"] == "chitchat"  # the phones' text
-    assert run_config["init"]["corpus"] == "fortunes" and run_config["init"]["public_text"]
+    assert run_config["data"]["corpus"] == "chitchat" and run_config.get("init") is None
 
     fedkb = str(CHECKOUT / ".venv" / "bin" / "fedkb")  # the running fedkb, as the demo spells it
     printed = [line.split(": ", 1)[1] for line in first.stdout.splitlines()
@@ -73,14 +72,16 @@ def test_demo_then_every_printed_and_quick_start_command(tmp_path):
 
     card = tmp_path / "runs" / "demo" / "model" / "model_card.json"
     exported = card.read_bytes()
-    other = shell(".venv/bin/fedkb demo --no-app", tmp_path, FEDKB_DEMO_TINY="1")  # fortunes
-    assert other.returncode == 2 and len(other.stderr.strip().splitlines()) == 1
-    assert "holds a demo on 'chitchat'" in other.stderr and "--corpus chitchat" in other.stderr
-    second = shell(".venv/bin/fedkb demo --corpus chitchat --no-app", tmp_path, FEDKB_DEMO_TINY="1")
+    for asked, refusal in (("--corpus fortunes", "holds a demo on 'chitchat'"),
+                           ("--warm-start", "holds a demo without a warm start")):
+        other = shell(f".venv/bin/fedkb demo --no-app {asked}", tmp_path, FEDKB_DEMO_TINY="1")
+        assert other.returncode == 2 and len(other.stderr.strip().splitlines()) == 1
+        assert refusal in other.stderr
+    second = shell(".venv/bin/fedkb demo --no-app", tmp_path, FEDKB_DEMO_TINY="1")
     assert second.returncode == 0, second.stderr[-3000:]
-    assert "4/5 using the finished run" in second.stdout
-    assert "3/5 using the pretrained model in runs/demo/pretrain" in second.stdout
-    assert "5/5 using the model in runs/demo/model, exported from this run" in second.stdout
+    assert "1/3 using the phones' chitchat clients" in second.stdout
+    assert "2/3 using the finished run" in second.stdout
+    assert "3/3 using the model in runs/demo/model, exported from this run" in second.stdout
     assert card.read_bytes() == exported  # not exported again
 
     # The demo model on chat from another source (issue 14 §3), typed by the model and by an
