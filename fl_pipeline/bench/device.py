@@ -9,7 +9,7 @@ On the model directory `fedkb export` wrote from the bench's federated run:
 - one `train` step (`Predictor.train_step` on B real examples);
 - the app core's suggestion refresh per key press: `KeyboardSession`
   typing held-out messages one character at a time;
-- a fine-tuning pass over 50 messages with the app's settings
+- a personalization pass over 50 messages with the app's settings
   (`PersonalLearner.personalize_blocking`);
 - cold start to the first suggestions and the app core's resident memory,
   in a fresh process (`fl_pipeline.bench.cold_start`).
@@ -125,10 +125,11 @@ def measure_device(model_dir: Path, heldout_texts: list[str], config: BenchConfi
         session.learner.add_message(message)
     passes = [session.learner.personalize_blocking() for _ in range(config.fine_tune_repetitions)]
     session.close()
-    figures.timing("device.fine_tune_s", f"fine-tuning pass over {len(messages)} messages",
+    figures.timing("device.fine_tune_s", f"personalization pass over {len(messages)} messages",
                    [p.seconds for p in passes], "s",
                    "PersonalLearner.personalize_blocking() with the app's LearnerConfig "
-                   f"({passes[0].examples} examples, {passes[0].epochs} epochs)",
+                   f"(the never-worse check; personal layer {'on' if no_background.train_layer else 'off'}: "
+                   f"{passes[0].examples} examples, {passes[0].epochs} epochs)",
                    sizes={**model_sizes, "messages": len(messages), "examples": passes[0].examples,
                           "epochs": passes[0].epochs},
                    budget=Budget("<", 2, "issue 6; runs in the background"))

@@ -38,8 +38,8 @@ from fl_pipeline.training.pretrain import PretrainConfig
 # federate quotations would make the public text the more keyboard-like one.
 PUBLIC_TEXT = {"chitchat": "fortunes", "fortunes": None}
 
-# The chitchat demo, sized to the demo's budget (about 6 minutes of training on 2 cores, README
-# "Quick start"): 75 rounds of 10 phones from a random start, each phone one pass over at most
+# The chitchat demo, sized to the demo's budget (about 6 minutes of training on 2 cores; 7 min
+# 53 s with its evaluations on the slower machine of the README's measurement): 75 rounds of 10 phones from a random start, each phone one pass over at most
 # 16 of its windows, so a round takes about 4.5 s on a 2-core machine whatever the phone holds
 # (the training defaults, 64 windows x 2 epochs, took about 26 s a round on chitchat).
 CHITCHAT_TRAINING = TrainConfig(rounds=75, max_examples_per_client=16, local_epochs=1,
