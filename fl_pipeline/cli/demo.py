@@ -39,9 +39,10 @@ from fl_pipeline.training.pretrain import PretrainConfig
 PUBLIC_TEXT = {"chitchat": "fortunes", "fortunes": None}
 
 # The chitchat demo, sized to the demo's budget (about 6 minutes of training on 2 cores; 7 min
-# 53 s with its evaluations on the slower machine of the README's measurement): 75 rounds of 10 phones from a random start, each phone one pass over at most
-# 16 of its windows, so a round takes about 4.5 s on a 2-core machine whatever the phone holds
-# (the training defaults, 64 windows x 2 epochs, took about 26 s a round on chitchat).
+# 53 s with its evaluations on the slower machine of the README's measurement): 75 rounds of
+# 10 phones from a random start, each phone one pass over at most 16 of its windows, so a
+# round takes about 4.5 s whatever the phone holds (the training defaults, 64 windows x 2
+# epochs, took about 26 s a round on chitchat).
 CHITCHAT_TRAINING = TrainConfig(rounds=75, max_examples_per_client=16, local_epochs=1,
                                 eval_every=25)
 # The fortunes demo: 100 rounds of 10 phones from a random start, as before.
@@ -118,10 +119,10 @@ def run_demo(out: Path, tiny: bool = False, corpus: str = "chitchat",
                          "or give another --out")
     trained = _run_init(run_dir)
     if trained is not None and trained != bool(public):
-        flag = "--warm-start " if trained else ""
+        reuse = fedkb_command("demo", "--corpus", corpus, *(["--warm-start"] if trained else []),
+                              "--out", out)
         raise FedKBError(f"{out} holds a demo {'with' if trained else 'without'} a warm start; "
-                         f"run `{fedkb_command('demo', '--corpus', corpus, *flag.split(), '--out', out)}` "
-                         "to reuse it, or give another --out")
+                         f"run `{reuse}` to reuse it, or give another --out")
     if held is None:
         say(f"preparing the {corpus} corpus as the phones' federated clients")
         prepare(PrepareConfig(corpus=corpus, out=data_dir, max_clients=max_clients))
