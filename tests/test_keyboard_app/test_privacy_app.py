@@ -41,7 +41,7 @@ def files_containing(root: Path, text: str) -> list[str]:
 
 def test_text_typed_while_learning_is_off_is_never_written(tiny_model_dir, tmp_path):
     user_dir = tmp_path / "user"
-    config = LearnerConfig(fine_tune_every=100)
+    config = LearnerConfig(fine_tune_every=100, train_layer=True)  # the weights file is scanned too
     session = KeyboardSession.open(tiny_model_dir, user_dir, learner_config=config)
     session.learner.set_learning(True)
     for _ in range(3 + config.holdout_messages):  # the newest 10 are held back to check the layer
