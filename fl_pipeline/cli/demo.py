@@ -7,7 +7,7 @@ up where it stopped.
 
 By default the phones hold chitchat, real typed chat (a public data set
 standing in for their private text), and train from a random start within
-the demo's budget (about 6 minutes of training on 2 cores). `--corpus
+the demo's budget (about 6 minutes of training on 2 cores, 8 on a slow one). `--corpus
 fortunes` is the older demo on the BSD fortunes. `--warm-start` (chitchat
 only) first pretrains the model on the server on the fortunes, public text
 no phone holds (`fedkb pretrain`, then `fedkb train --init-from`); it is not

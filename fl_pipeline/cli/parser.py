@@ -268,8 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="output directory (default: %(default)s)")
     demo.add_argument("--no-app", action="store_true", help="stop after exporting the model")
     demo.add_argument("--corpus", choices=("chitchat", "fortunes"), default="chitchat",
-                      help="the phones' text: chitchat (real typed chat) or fortunes (quotations); "
-                      "either trains from a random start in about 6 minutes on 2 cores "
+                      help="the phones' text, trained from a random start: chitchat (real typed "
+                      "chat; about 9 minutes on 2 cores) or fortunes (quotations; about 12) "
                       "(default: %(default)s)")
     demo.add_argument("--warm-start", action="store_true",
                       help="chitchat only: pretrain on the server on the public fortunes first "

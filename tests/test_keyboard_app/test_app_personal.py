@@ -425,8 +425,8 @@ SIMILAR = ["See you at the game.", "See you at the game later.", "Going to the g
 # The issue's own two contexts among them. The user's words are counted after the last one or
 # two tokens (Android's user history does the same), so a context ending in "you" may rightly
 # offer their "at" ("See you at"): the unrelated contexts end in words used otherwise.
-UNRELATED = ["I would like to ", "What do you think about ", "It is a ", "We need to ", "This is the ",
-             "How are ", "Can you ", "I think that ", "They said ", "My ", "Thanks for the "]
+UNRELATED = ["I would like to ", "What do you think about ", "It is a ", "We need to ",
+             "This is the ", "How are ", "Can you ", "I think that ", "They said ", "My ", "Thanks for the "]
 
 
 def test_a_small_pass_keeps_the_federated_top_word_in_unrelated_contexts(tiny_model_dir, user_dir):
