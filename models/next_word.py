@@ -65,5 +65,13 @@ def build_model(config: ModelConfig, seed: int | None = None,
     return model
 
 
+def training_flops_per_token(config: ModelConfig) -> int:
+    """Model FLOPs of training on one real token: the forward pass's multiply-adds (LSTM
+    gates, projection, tied output layer) x 2, and x 3 for forward plus backward. The
+    bench sets this against the machine's matmul peak (model FLOPs utilization)."""
+    E, U, V = config.embedding_dim, config.lstm_units, config.vocab_size
+    return 3 * 2 * (4 * U * (E + U) + U * E + E * V)
+
+
 def count_parameters(model: tf.keras.Model) -> int:
     return int(sum(v.shape.num_elements() for v in model.weights))

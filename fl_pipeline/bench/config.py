@@ -1,9 +1,11 @@
 """How big a bench run is: one dataclass, three presets.
 
-`quick()` finishes in minutes on 2 cores and is what the README's results
-come from; `full()` takes hours (more clients per round, more rounds, a DP
-sweep, 500 rounds of memory tracking); `tiny(corpus)` runs every
-measurement on a tiny model and corpus in well under a minute, for tests.
+`quick()` is what the README's results come from: the phones hold chitchat
+(real typed chat) and the federated run is `make demo`'s, so the bench
+judges the model the demo ships, at the demo's budget (issue 14 §3).
+`full()` takes hours (more clients per round, more rounds, a DP sweep, 500
+rounds of memory tracking); `tiny(corpus)` runs every measurement on a tiny
+model and corpus in about a minute, for tests.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fl_pipeline.cli.demo import CHITCHAT_TRAINING
 from fl_pipeline.config import TrainConfig
 
 
@@ -19,19 +22,23 @@ from fl_pipeline.config import TrainConfig
 class BenchConfig:
     preset: str
     # `fedkb data prepare` arguments (besides --out): the corpus and its settings.
-    prepare_args: tuple[str, ...] = ("--corpus", "fortunes")
+    prepare_args: tuple[str, ...] = ("--corpus", "chitchat")
     prepare_repetitions: int = 3
     # ModelConfig overrides; empty = the default size (vocabulary 10k, embedding 96, LSTM 256).
     model: dict = field(default_factory=dict)
-    # The federated run that quality, learning curves, communication and the device model use.
-    # 60 rounds: where the training defaults were tuned (fl_pipeline/config.py).
-    train: TrainConfig = TrainConfig(rounds=60, eval_every=15, eval_clients=100_000,
-                                     checkpoint_every=15)
-    # DP runs: each noise multiplier trains `dp_rounds` rounds, compared with the
+    # The federated run that quality, learning curves, communication and the device model use:
+    # `make demo`'s (75 rounds of 10 chitchat phones, at most 16 windows each, one epoch).
+    train: TrainConfig = dataclasses.replace(CHITCHAT_TRAINING, checkpoint_every=25)
+    # Keyboard metrics (`fedkb eval --keyboard-users/--keyboard-messages`): a seeded sample of
+    # held-out users (None: all), at most this many future messages each.
+    keyboard_users: int | None = 30
+    keyboard_messages: int = 20
+    # The strategy table (issue 16): a --compress run, one DP run per noise multiplier and,
+    # when shorter than the federated run, a plain run, each `short_rounds` rounds of the
+    # federated run's settings, typed like the others. DP top-3 is also set against the
     # federated run's held-out evaluation at the same round (a multiple of eval_every).
     dp_noise_multipliers: tuple[float, ...] = (0.5,)
-    dp_rounds: int = 15
-    compress_rounds: int = 2  # a --compress run, for its upload size
+    short_rounds: int = 25
     # Memorization audit (issue 8): canaries planted in the corpus, one run with
     # and one without DP for `audit_rounds` rounds each (0 = skipped, as in --quick).
     audit_rounds: int = 0
@@ -56,15 +63,15 @@ class BenchConfig:
     # Personalization (issue 15): the held-out users of this corpus (None: prepare_args') with
     # at least `personal_min_past` past messages (a seeded sample of `personal_max_users`; None:
     # all), at most `personal_max_messages` future ones each.
-    personal_prepare_args: tuple[str, ...] | None = ("--corpus", "chitchat")
+    personal_prepare_args: tuple[str, ...] | None = None
     personal_min_past: int = 20
     personal_max_users: int | None = 40
     personal_max_messages: int = 50
     seed: int = 0
 
     def __post_init__(self):
-        if self.dp_rounds % self.train.eval_every or self.dp_rounds > self.train.rounds:
-            raise ValueError(f"dp_rounds ({self.dp_rounds}) must be a multiple of train.eval_every "
+        if self.short_rounds % self.train.eval_every or self.short_rounds > self.train.rounds:
+            raise ValueError(f"short_rounds ({self.short_rounds}) must be a multiple of train.eval_every "
                              f"({self.train.eval_every}) within train.rounds ({self.train.rounds}), "
                              "so the federated run has a held-out evaluation to compare with")
         if self.timing_rounds <= self.warmup_rounds:
@@ -83,16 +90,23 @@ class BenchConfig:
                                    checkpoint_every=rounds, **changes)
 
     def dp_train(self, noise_multiplier: float) -> TrainConfig:
-        """A DP run: the federated run's settings, `dp_rounds` rounds, evaluated at the end."""
-        return self._short_run(self.dp_rounds, dp_noise_multiplier=noise_multiplier)
+        """A DP run: the federated run's settings, `short_rounds` rounds, evaluated at the end."""
+        return self._short_run(self.short_rounds, dp_noise_multiplier=noise_multiplier)
 
     def audit_train(self, noise_multiplier: float | None) -> TrainConfig:
         """A run on the canary corpus: the federated run's settings, `audit_rounds` rounds."""
         return self._short_run(self.audit_rounds, dp_noise_multiplier=noise_multiplier)
 
     def compress_train(self) -> TrainConfig:
-        """A --compress run, for its upload size only (so evaluated on a single client)."""
-        return self._short_run(self.compress_rounds, eval_clients=1, compress=True)
+        """A --compress run: the federated run's settings, `short_rounds` rounds."""
+        return self._short_run(self.short_rounds, compress=True)
+
+    def plain_short_train(self) -> TrainConfig | None:
+        """The plain run the short runs are set against: None when the federated run itself
+        is that long."""
+        if self.short_rounds == self.train.rounds:
+            return None
+        return self._short_run(self.short_rounds)
 
     def to_json(self) -> dict:
         data = dataclasses.asdict(self)
@@ -101,7 +115,7 @@ class BenchConfig:
 
     @classmethod
     def quick(cls) -> "BenchConfig":
-        """About 10 minutes on 2 cores: the defaults above."""
+        """The defaults above: about 25 minutes on a slow 2-core machine (README, Results)."""
         return cls(preset="quick")
 
     @classmethod
@@ -110,12 +124,13 @@ class BenchConfig:
         return cls(
             preset="full",
             prepare_repetitions=5,
-            train=TrainConfig(rounds=300, clients_per_round=20, eval_every=25,
-                              eval_clients=100_000, checkpoint_every=25),
+            train=dataclasses.replace(CHITCHAT_TRAINING, rounds=300, clients_per_round=20,
+                                      eval_clients=100_000, checkpoint_every=25),
+            keyboard_users=None,
+            keyboard_messages=50,
             # tff.learning.dp_aggregator needs noise < 0.1 x clients per round.
             dp_noise_multipliers=(0.3, 0.6, 1.2),
-            dp_rounds=100,
-            compress_rounds=5,
+            short_rounds=100,
             audit_rounds=100,
             # 250 clients, so that in 100 rounds of 20 each canary's client takes part in about 9
             # rounds (among all 3,371 it would be 0.6: nothing to memorize, nothing to measure).
@@ -136,11 +151,12 @@ class BenchConfig:
                           "--seq-len", "8", "--heldout-fraction", "0.25", "--seed", "1"),
             prepare_repetitions=1,
             model={"embedding_dim": 8, "lstm_units": 16},
-            train=TrainConfig(rounds=2, clients_per_round=4, batch_size=8, eval_every=2,
-                              checkpoint_every=2, client_lr=0.5, server_lr=0.05),
+            train=TrainConfig(rounds=2, clients_per_round=4, batch_size=8, eval_every=1,
+                              checkpoint_every=1, client_lr=0.5, server_lr=0.05),
+            keyboard_users=4,
+            keyboard_messages=3,
             dp_noise_multipliers=(0.3,),
-            dp_rounds=2,
-            compress_rounds=1,
+            short_rounds=1,
             audit_rounds=2,
             audit_noise_multiplier=0.3,
             audit_canaries=1,
@@ -155,7 +171,6 @@ class BenchConfig:
             refresh_keystrokes=200,
             cold_starts=1,
             fine_tune_repetitions=1,
-            personal_prepare_args=None,
             personal_min_past=1,
             personal_max_messages=3,
         )

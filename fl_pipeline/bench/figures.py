@@ -58,6 +58,7 @@ class Figures:
         self.figures: dict[str, Figure] = {}
         self.series: dict[str, dict] = {}
         self.notes: list[str] = []
+        self.tables: dict[str, list[dict]] = {}  # rows that name their figures' values
 
     def add(self, name: str, label: str, value: float, unit: str, how: str, **details) -> Figure:
         if name in self.figures:
@@ -99,7 +100,7 @@ class Figures:
 
     def to_json(self) -> dict:
         return {"figures": {name: f.to_json() for name, f in self.figures.items()},
-                "series": self.series, "notes": self.notes}
+                "series": self.series, "notes": self.notes, "tables": self.tables}
 
 
 def repeat(fn: Callable[[], object], repetitions: int) -> list[float]:

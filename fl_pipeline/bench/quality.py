@@ -1,9 +1,10 @@
 """Quality: how close federated training comes to pooling the data, and what DP
 and on-device personalization change.
 
-- Four models on the same held-out clients' `future` texts, with the same
+- Five models on the same held-out clients' `future` texts, with the same
   metrics: `fl_pipeline.evaluation.compare.compare` (federated, centralized,
-  local-only, n-gram).
+  local-only, n-gram, bigram), token top-k and, as a keyboard, the strip,
+  word completion and keystroke savings of a typist (issue 14).
 - Learning curves: held-out top-3 against examples processed. Federated
   from the run's periodic TFF evaluations (`eval_metrics.csv`), centralized
   scored along its training at the same example counts.
@@ -23,13 +24,41 @@ import numpy as np
 
 from fl_pipeline.bench.config import BenchConfig
 from fl_pipeline.bench.figures import Budget, Figures
-from fl_pipeline.evaluation.compare import compare
+from fl_pipeline.evaluation.compare import KeyboardEval, compare
 from fl_pipeline.run_dir import (EVAL_METRICS, SUMMARY, TRAIN_METRICS, metric_column, read_json,
                                  read_metrics_csv)
 from fl_pipeline.training import run
 
 MODELS = {"federated": "federated", "centralized": "centralized", "local_only": "local-only",
-          "ngram": "n-gram"}
+          "ngram": "n-gram", "bigram": "bigram"}
+# The keyboard figures each model gets (models/typist.py's names -> the report's words).
+KEYBOARD_FIGURES = {"next_top3": "strip top-3", "complete1_top3": "top-3 after 1 letter",
+                    "ksr": "KSR"}
+# Issue 14 §3: the federated keyboard against counting and against pooling the text.
+KEYBOARD_GOALS = (
+    ("ngram", "next_top3", Budget(">=", 1.10, "issue 14 goal: 1.10× the Kneser-Ney trigram")),
+    ("ngram", "ksr", Budget(">=", 1.05, "issue 14 goal: 1.05× the Kneser-Ney trigram")),
+    ("centralized", "next_top3", Budget(">=", 0.95, "issue 14 goal: 0.95× centralized at "
+                                                    "equal example passes")),
+    ("bigram", "next_top3", None),
+)
+
+
+def keyboard_eval(config: BenchConfig) -> KeyboardEval:
+    """How the bench types every model: the app's own Predictor on exported TFLite files, the
+    configured sample of held-out users."""
+    from keyboard_app.predictor import Predictor
+
+    return KeyboardEval(Predictor, max_users=config.keyboard_users,
+                        max_messages_per_user=config.keyboard_messages, seed=config.seed)
+
+
+def keyboard_how(report: dict) -> str:
+    keyboard = report["keyboard"]
+    return (f"`fedkb eval --keyboard-users {keyboard['max_users']} --keyboard-messages "
+            f"{keyboard['max_messages_per_user']}`: {keyboard['messages']} future messages of "
+            f"{keyboard['users']} held-out users typed by models/typist.py through "
+            "suggest(text_before_cursor), pooled")
 
 
 def federated_curve(run_dir: Path) -> tuple[list[int], list[float]]:
@@ -42,10 +71,11 @@ def federated_curve(run_dir: Path) -> tuple[list[int], list[float]]:
     return x, y
 
 
-def compare_models(run_dir: Path, figures: Figures) -> dict:
-    """The four-model table and both learning curves."""
+def compare_models(run_dir: Path, config: BenchConfig, figures: Figures) -> dict:
+    """The five-model table (token and keyboard metrics) and both learning curves."""
     fed_x, fed_y = federated_curve(run_dir)
-    report = compare(run_dir, show_progress=False, centralized_curve_at=fed_x)
+    report = compare(run_dir, show_progress=False, centralized_curve_at=fed_x,
+                     keyboard=keyboard_eval(config))
     summary = read_json(run_dir / SUMMARY)
     central = report["models"]["centralized"]["curve"]
     figures.add_series("learning_curve.federated", fed_x, fed_y, "examples processed",
@@ -61,39 +91,61 @@ def compare_models(run_dir: Path, figures: Figures) -> dict:
              "model_parameters": summary["model_parameters"]}
     how = (f"fl_pipeline.evaluation.compare.compare (`fedkb eval`) on the future texts of "
            f"{report['heldout_clients']} held-out clients ({tokens} next-token targets)")
+    keyboard_sizes = {"users": report["keyboard"]["users"],
+                      "messages": report["keyboard"]["messages"],
+                      "example_passes": report["example_passes"]}
     for name, key in MODELS.items():
         row = report["models"][key]
         for k in (1, 3):
-            figures.add(f"quality.{name}.top{k}", f"{key} top-{k}", row[f"top{k}_accuracy"],
+            figures.add(f"quality.{name}.top{k}", f"{key} top-{k} (token)", row[f"top{k}_accuracy"],
                         "fraction", f"{how}; {row['description']}", sizes=sizes)
+        for figure, label in KEYBOARD_FIGURES.items():
+            value = row["keyboard"]["pooled"][figure]
+            if value is None:
+                figures.note(f"{key} {label}: nothing typed to score")
+                continue
+            figures.add(f"quality.keyboard.{name}.{figure}", f"{key} {label}", value, "fraction",
+                        f"{keyboard_how(report)}; {row['keyboard']['suggester']}; "
+                        f"{row['description']}", sizes=keyboard_sizes)
     for other, goal in (("centralized", Budget(">=", 0.9, "issue 4 goal: at least 90% of "
                                                 "centralized top-3 at equal example passes")),
                         ("ngram", Budget(">", 1.0, "issue 4 goal: beats n-gram")),
                         ("local_only", Budget(">", 1.0, "issue 4 goal: beats local-only"))):
-        if figures.figures[f"quality.{other}.top3"].value > 0:
-            figures.ratio(f"quality.federated_over_{other}_top3",
-                          f"federated / {MODELS[other]} top-3", "quality.federated.top3",
-                          f"quality.{other}.top3", budget=goal)
-        else:
-            figures.note(f"federated / {MODELS[other]} top-3 not computed: {MODELS[other]} "
-                         "top-3 is 0")
+        _ratio(figures, f"quality.federated_over_{other}_top3",
+               f"federated / {MODELS[other]} top-3 (token)", "quality.federated.top3",
+               f"quality.{other}.top3", goal)
+    for other, figure, goal in KEYBOARD_GOALS:
+        _ratio(figures, f"quality.keyboard.federated_over_{other}_{figure}",
+               f"federated / {MODELS[other]} {KEYBOARD_FIGURES[figure]}",
+               f"quality.keyboard.federated.{figure}", f"quality.keyboard.{other}.{figure}", goal)
     return report
 
 
+def _ratio(figures: Figures, name: str, label: str, numerator: str, denominator: str,
+           budget: Budget | None) -> None:
+    if figures.figures.get(numerator) and figures.figures.get(denominator) and \
+            figures.figures[denominator].value > 0:
+        figures.ratio(name, label, numerator, denominator, budget=budget)
+    else:
+        figures.note(f"{label} not computed: a figure is missing or 0")
+
+
 def dp_effect(data_dir: Path, work_dir: Path, config: BenchConfig, federated_run: Path,
-              figures: Figures) -> None:
-    """(epsilon, top-3) of one DP run per noise multiplier, against no DP at the same round."""
-    rounds = config.dp_rounds
+              figures: Figures) -> dict[float, Path]:
+    """(epsilon, top-3) of one DP run per noise multiplier, against no DP at the same round;
+    returns the runs by noise multiplier."""
+    rounds = config.short_rounds
     at_round = {int(e["round"]): e for e in read_metrics_csv(federated_run / EVAL_METRICS)}
     figures.add("quality.dp.no_dp_top3", f"no DP, round {rounds}",
                 metric_column(at_round[rounds], "top3_accuracy"), "fraction",
                 f"held-out TFF evaluation of the federated run at round {rounds} "
                 f"(eval_metrics.csv; weighted FedAvg, no clipping or noise)",
                 sizes={"rounds": rounds, "clients_per_round": config.train.clients_per_round})
-    epsilons, top3s = [], []
+    epsilons, top3s, runs = [], [], {}
     for noise in config.dp_noise_multipliers:
-        summary = run.train(data_dir, work_dir / f"dp-{noise:g}", config.dp_train(noise),
-                            config.model, show_progress=False)
+        runs[noise] = work_dir / f"dp-{noise:g}"
+        summary = run.train(data_dir, runs[noise], config.dp_train(noise), config.model,
+                            show_progress=False)
         dp = summary["dp"]
         key = "quality.dp.noise_" + f"{noise:g}".replace(".", "p")  # 0.5 -> noise_0p5
         how = (f"summary.json of fl_pipeline.training.run.train with dp_noise_multiplier={noise:g} "
@@ -110,6 +162,7 @@ def dp_effect(data_dir: Path, work_dir: Path, config: BenchConfig, federated_run
         epsilons.append(dp["epsilon"])
         top3s.append(top3)
     figures.add_series("dp", epsilons, top3s, "epsilon", "held-out top-3")
+    return runs
 
 
 # Issue 15's goals for held-out users with enough past text: pooled relative gains and the
@@ -118,12 +171,13 @@ GAIN_GOALS = {"next_top3": 15.0, "ksr": 10.0}
 MOST_WORSE = 10.0
 
 
-def personalization_gain(model_dir: Path, work_dir: Path, config: BenchConfig,
+def personalization_gain(model_dir: Path, data_dir: Path, work_dir: Path, config: BenchConfig,
                          figures: Figures) -> None:
     """Per-user keyboard figures before and after the app's personalization (issue 15).
 
-    The users: the held-out ones of `config.personal_prepare_args`' store (chitchat) with at
-    least `personal_min_past` past messages. Before: their future messages (at most
+    The users: the held-out ones of the bench's store `data_dir` (or of
+    `config.personal_prepare_args`' store, if set) with at least `personal_min_past` past
+    messages. Before: their future messages (at most
     `personal_max_messages` each) typed with the exported model on LiteRT. After: typed again
     once the app's `PersonalLearner` learned one pass on their past messages ("Personalize
     now", never-worse check included), one user after another.
@@ -136,8 +190,9 @@ def personalization_gain(model_dir: Path, work_dir: Path, config: BenchConfig,
     from fl_pipeline.bench.speed import time_prepare
     from fl_pipeline.bench.texts import read_store_texts
 
-    data_dir = work_dir / "personal-data"
-    time_prepare(config.personal_prepare_args or config.prepare_args, data_dir, repetitions=1)
+    if config.personal_prepare_args:  # another corpus than the model's (else `data_dir`)
+        data_dir = work_dir / "personal-data"
+        time_prepare(config.personal_prepare_args, data_dir, repetitions=1)
     heldout = read_store_texts(ClientStore(data_dir)).heldout
     shared = Predictor(model_dir)
     private_dir, state_bytes = work_dir / "personal", []

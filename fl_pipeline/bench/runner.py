@@ -35,10 +35,11 @@ from fl_pipeline.bench.figures import Figures
 FORMAT = "fedkb-bench/1"
 BENCH_FILE = "bench.json"
 WORK_MARKER = ".fedkb-bench"
-STEPS = ("prepare the corpus", "federated training", "centralized, local-only and n-gram",
-         "differential privacy", "memorization audit", "compression run", "TFF round vs plain loop",
-         "two TFF workers", "memory over rounds", "export to TFLite", "device",
-         "personalization", "communication", "report")
+STEPS = ("prepare the corpus", "federated training", "five models, typed as a keyboard",
+         "differential privacy", "memorization audit", "short runs: float32 and --compress",
+         "strategies side by side", "TFF round vs plain loop", "two TFF workers",
+         "memory over rounds", "export to TFLite", "device", "personalization", "communication",
+         "report")
 PACKAGES = ("tensorflow", "tensorflow-federated", "ai-edge-litert", "numpy", "kivy")
 
 
@@ -81,7 +82,7 @@ def run_bench(config: BenchConfig, out: Path, show_progress: bool = True) -> dic
     """Runs every measurement of `config`, writes OUT/bench.json and the report; returns the bench."""
     from datasets.store import ClientStore
     from fl_pipeline.training import run
-    from fl_pipeline.bench import communication, device, quality, report, speed
+    from fl_pipeline.bench import communication, device, quality, report, speed, strategies
     from fl_pipeline.bench.texts import read_store_texts
     from fl_pipeline.export import export_run
     from models.next_word import ModelConfig
@@ -129,17 +130,35 @@ def run_bench(config: BenchConfig, out: Path, show_progress: bool = True) -> dic
             summary = run.train(data_dir, federated_run, config.train, config.model,
                                 show_progress=False)
 
-        with step("centralized, local-only and n-gram"):
-            quality.compare_models(federated_run, figures)
+        with step("five models, typed as a keyboard"):
+            five_models = quality.compare_models(federated_run, config, figures)
 
         with step("differential privacy"):
-            quality.dp_effect(data_dir, work, config, federated_run, figures)
+            dp_runs = quality.dp_effect(data_dir, work, config, federated_run, figures)
 
         with step("memorization audit"):
             quality.memorization(config, work, figures)
-        with step("compression run"):
+
+        with step("short runs: float32 and --compress"):
             compressed = run.train(data_dir, work / "compressed", config.compress_train(),
                                    config.model, show_progress=False)
+            plain_run = federated_run  # the float32 run of short_rounds: the federated run...
+            if config.plain_short_train():  # ...unless that is longer
+                plain_run = work / "plain-short"
+                run.train(data_dir, plain_run, config.plain_short_train(), config.model,
+                          show_progress=False)
+
+        with step("strategies side by side"):
+            strategies.compare_strategies(federated_run, five_models, [
+                strategies.FederatedRun("plain", "federated, float32", plain_run,
+                                        "each phone's update"),
+                strategies.FederatedRun("compressed", "federated, --compress", work / "compressed",
+                                        "each phone's quantized update of server-chosen rows"),
+                *(strategies.FederatedRun(f"dp_noise_{noise:g}".replace(".", "p"),
+                                          f"federated, DP noise {noise:g}", dp_run,
+                                          "each phone's clipped update; the model it releases "
+                                          "is user-level DP")
+                  for noise, dp_run in dp_runs.items())], config, store, figures)
 
         with step("TFF round vs plain loop"):
             timing = speed.tff_overhead(store, model_config, config, work, figures)
@@ -157,7 +176,7 @@ def run_bench(config: BenchConfig, out: Path, show_progress: bool = True) -> dic
             device.measure_device(model_dir, texts.heldout_texts(), config, work, figures)
 
         with step("personalization"):
-            quality.personalization_gain(model_dir, work, config, figures)
+            quality.personalization_gain(model_dir, data_dir, work, config, figures)
 
         with step("communication"):
             communication.communication(summary, compressed, config.train, store, texts, figures)
