@@ -13,7 +13,7 @@ that centralized training would have collected from them.
 
 from __future__ import annotations
 
-from fl_pipeline.bench.figures import Figures
+from fl_pipeline.bench.figures import Budget, Figures
 from fl_pipeline.bench.texts import StoreTexts
 from fl_pipeline.config import TrainConfig
 from fl_pipeline.run_dir import round_plans
@@ -47,7 +47,8 @@ def communication(summary: dict, compressed_summary: dict, train: TrainConfig, s
                 sizes={**sizes, "rounds": compressed_summary["rounds"]})
     figures.ratio("communication.compressed_over_plain", "--compress / plain upload",
                   "communication.upload_per_client_round_compressed",
-                  "communication.upload_per_client_round")
+                  "communication.upload_per_client_round",
+                  budget=Budget("<=", 1 / 20, "issue 16 goal: at most 1/20 of the float32 update"))
 
     seen = clients_uploaded(train_ids, train)
     upload = summary["communication"]["upload"]

@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from datasets.errors import FedKBError
 from fl_pipeline.bench.config import BenchConfig
 from fl_pipeline.bench.figures import Figures
+from fl_pipeline.run_dir import SUMMARY, read_json
 
 FORMAT = "fedkb-bench/1"
 BENCH_FILE = "bench.json"
@@ -140,25 +141,32 @@ def run_bench(config: BenchConfig, out: Path, show_progress: bool = True) -> dic
             quality.memorization(config, work, figures)
 
         with step("short runs: float32 and --compress"):
-            compressed = run.train(data_dir, work / "compressed", config.compress_train(),
-                                   config.model, show_progress=False)
-            plain_run = federated_run  # the float32 run of short_rounds: the federated run...
-            if config.plain_short_train():  # ...unless that is longer
-                plain_run = work / "plain-short"
-                run.train(data_dir, plain_run, config.plain_short_train(), config.model,
-                          show_progress=False)
+            short_runs = {}  # seed -> (float32 run, --compress run), short_rounds each
+            for seed in config.strategy_seeds:
+                tag = "" if seed == config.train.seed else f"-seed{seed}"
+                compressed_run, plain_run = work / f"compressed{tag}", federated_run
+                compressed = run.train(data_dir, compressed_run, config.compress_train(seed),
+                                       config.model, show_progress=False)
+                if config.plain_short_train(seed):  # else the federated run is that run
+                    plain_run = work / f"plain-short{tag}"
+                    run.train(data_dir, plain_run, config.plain_short_train(seed), config.model,
+                              show_progress=False)
+                short_runs[seed] = (plain_run, compressed_run)
+            compressed = read_json(short_runs[config.train.seed][1] / SUMMARY)
 
         with step("strategies side by side"):
+            plain_run, compressed_run = short_runs.pop(config.train.seed)
             strategies.compare_strategies(federated_run, five_models, [
                 strategies.FederatedRun("plain", "federated, float32", plain_run,
                                         "each phone's update"),
-                strategies.FederatedRun("compressed", "federated, --compress", work / "compressed",
+                strategies.FederatedRun("compressed", "federated, --compress", compressed_run,
                                         "each phone's quantized update of server-chosen rows"),
                 *(strategies.FederatedRun(f"dp_noise_{noise:g}".replace(".", "p"),
                                           f"federated, DP noise {noise:g}", dp_run,
                                           "each phone's clipped update; the model it releases "
                                           "is user-level DP")
-                  for noise, dp_run in dp_runs.items())], config, store, figures)
+                  for noise, dp_run in dp_runs.items())], config, store, figures,
+                other_seeds=list(short_runs.values()))
 
         with step("TFF round vs plain loop"):
             timing = speed.tff_overhead(store, model_config, config, work, figures)

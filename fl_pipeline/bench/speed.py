@@ -320,4 +320,4 @@ def prepare_speed(config: BenchConfig, out: Path, figures: Figures) -> None:
                    sizes={"clients": stats["clients"]["kept"],
                           "texts": sum(s["texts"] for s in stats["splits"].values()),
                           "utf8_bytes": sum(s["utf8_bytes"] for s in stats["splits"].values())},
-                   budget=Budget("<", 30, "issue 3; built-in corpus, 2 cores"))
+                   budget=Budget("<", 30, "issue 3: under 30 s on 2 cores"))

@@ -209,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="run directory (default: %(default)s, from `fedkb demo`)")
     evaluate.add_argument("--keyboard-users", type=positive_int, default=None, metavar="N",
                           help="keyboard metrics on a seeded sample of N held-out users "
-                          "(default: all)")
+                          "(default: all); local-only then trains only their models")
     evaluate.add_argument("--keyboard-messages", type=positive_int, default=200, metavar="M",
                           help="at most M future messages per user for the keyboard metrics "
                           "(default: %(default)s)")

@@ -40,7 +40,7 @@ REQUIRED = (
     "strategies.centralized.upload_total", "strategies.plain.next_top3",
     "strategies.plain.upload_per_phone", "strategies.compressed.next_top3",
     "strategies.compressed.upload_per_phone_round", "strategies.dp_noise_0p3.ksr",
-    "strategies.local_only.next_top3",
+    "strategies.local_only.next_top3", "strategies.compressed_over_plain_next_top3",
 )
 PLOTS = ("strategies", "learning_curve", "dp", "round_times", "memory", "suggest_latency", "communication",
          "personalization")
@@ -130,6 +130,13 @@ def test_strategy_table_sets_each_way_of_training_against_its_cost(bench, bench_
     plain = json.loads((work / "plain-short" / "summary.json").read_text())
     assert rows["plain"]["upload_total"] == plain["communication"]["upload"]["run_bytes"]
     assert rows["compressed"]["upload_per_phone_round"] < rows["plain"]["upload_per_phone_round"]
+    # --compress's quality against float32 is judged over every seed, its spread shown.
+    seeds = bench["config"]["strategy_seeds"]
+    ratio = bench["figures"]["strategies.compressed_over_plain_next_top3"]
+    assert len(seeds) == 2 and ratio["repetitions"] == len(seeds)
+    for run in ("plain-short", "compressed"):
+        other = json.loads((work / f"{run}-seed{seeds[1]}" / "config.json").read_text())
+        assert other["train"]["seed"] == seeds[1] and other["train"]["rounds"] == short
     report = (bench_dir / "REPORT.md").read_text().splitlines()
     for row in rows.values():  # one line of the report's strategy table each
         assert sum(line.startswith(f"| {row['label']} | ") for line in report) == 1, row["label"]
