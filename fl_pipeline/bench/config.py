@@ -124,7 +124,7 @@ class BenchConfig:
 
     @classmethod
     def quick(cls) -> "BenchConfig":
-        """The defaults above: about 25 minutes on a slow 2-core machine (README, Results)."""
+        """The defaults above: about 35 minutes on a slow 2-core machine (README, Results)."""
         return cls(preset="quick")
 
     @classmethod
