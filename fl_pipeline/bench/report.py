@@ -262,24 +262,28 @@ def plot_personalization(bench: dict, path: Path) -> Path:
 
 
 def plot_strategies(bench: dict, path: Path) -> Path:
-    """Strip top-3 against bytes each phone uploads, one point per way of training."""
+    """Strip top-3 against bytes each phone uploads, one point per way of training whose bytes
+    were measured (the others are named under the plot)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 3.8))
     rows = [r for r in bench["tables"].get("strategies", []) if r.get("next_top3") is not None]
     measured = [r["upload_per_phone"] for r in rows if r.get("upload_per_phone")]
     floor = min(measured, default=1.0) / 10  # where "nothing uploaded" sits on a log axis
-    for row in rows:
-        upload = row.get("upload_per_phone")
-        x = floor if not upload else upload
-        marker = "x" if upload is None else "o"
-        ax.plot([x], [row["next_top3"]], marker, markersize=8)
-        text = row["label"] + (" (nothing sent)" if upload == 0 else
-                               " (bytes not measured)" if upload is None else "")
-        ax.annotate(text, (x, row["next_top3"]), textcoords="offset points", xytext=(5, 4),
-                    fontsize=7)
+    for i, row in enumerate(r for r in rows if r.get("upload_per_phone") is not None):
+        upload = row["upload_per_phone"]
+        x = upload or floor
+        ax.plot([x], [row["next_top3"]], "o", markersize=8)
+        text = (f"{row['label']} ({row['example_passes']:,} passes"
+                + (", nothing sent)" if upload == 0 else ")"))
+        ax.annotate(text, (x, row["next_top3"]), textcoords="offset points",
+                    xytext=(5, 4 if i % 2 else -10), fontsize=7)  # alternate: no overlaps
+    unmeasured = [r["label"] for r in rows if r.get("upload_per_phone") is None]
+    if unmeasured:
+        ax.text(0.01, 0.02, "not plotted, bytes not measured: " + ", ".join(unmeasured),
+                transform=ax.transAxes, fontsize=7, color="grey")
     ax.set_xscale("log")
-    ax.set_xlim(floor / 3, max(measured, default=10.0) * 30)
-    ax.set_ylim(bottom=0)
+    ax.set_xlim(floor / 3, max(measured, default=10.0) * 300)  # room for the labels
+    ax.set_ylim(0, 1.25 * max((r["next_top3"] for r in rows), default=0.1))
     ax.set_xlabel("bytes each phone uploads over the run (log scale)")
     ax.set_ylabel("strip top-3 (held-out typists)")
     ax.set_title("Each way of training: quality against what phones send")
