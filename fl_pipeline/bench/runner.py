@@ -145,12 +145,12 @@ def run_bench(config: BenchConfig, out: Path, show_progress: bool = True) -> dic
             for seed in config.strategy_seeds:
                 tag = "" if seed == config.train.seed else f"-seed{seed}"
                 compressed_run, plain_run = work / f"compressed{tag}", federated_run
-                compressed = run.train(data_dir, compressed_run, config.compress_train(seed),
-                                       config.model, show_progress=False)
-                if config.plain_short_train(seed):  # else the federated run is that run
+                run.train(data_dir, compressed_run, config.compress_train(seed), config.model,
+                          show_progress=False)
+                plain_train = config.plain_short_train(seed)
+                if plain_train:  # else the federated run is that run
                     plain_run = work / f"plain-short{tag}"
-                    run.train(data_dir, plain_run, config.plain_short_train(seed), config.model,
-                              show_progress=False)
+                    run.train(data_dir, plain_run, plain_train, config.model, show_progress=False)
                 short_runs[seed] = (plain_run, compressed_run)
             compressed = read_json(short_runs[config.train.seed][1] / SUMMARY)
 

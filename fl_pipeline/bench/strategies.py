@@ -47,8 +47,7 @@ def federated_row(run: FederatedRun, report: dict | None, config: BenchConfig,
     """Types the run's final model (exported, on LiteRT; unless `report` has it typed already)
     and records its measured upload."""
     if report is None:
-        report = compare(run.run_dir, show_progress=False, keyboard=keyboard_eval(config),
-                         models=("federated",))
+        report = _typed(run.run_dir, config)
     summary = read_json(run.run_dir / SUMMARY)
     _, train, _ = load_run_config(run.run_dir)
     sizes = {"rounds": summary["rounds"], "clients_per_round": summary["clients_per_round"],
@@ -76,6 +75,12 @@ def federated_row(run: FederatedRun, report: dict | None, config: BenchConfig,
         f"{TABLE}.{run.key}.upload_per_phone_round", f"{run.label}: upload per phone per round",
         upload["bytes_per_client_per_round"], "bytes", how, sizes=sizes).value
     return row
+
+
+def _typed(run_dir: Path, config: BenchConfig) -> dict:
+    """`fedkb eval --models federated` of a run, typed as the bench types every model."""
+    return compare(run_dir, show_progress=False, keyboard=keyboard_eval(config),
+                   models=("federated",))
 
 
 def _quality(row: dict, pooled: dict, how: str, sizes: dict, figures: Figures) -> None:
@@ -116,10 +121,8 @@ def compare_strategies(main_run: Path, main_report: dict, runs: list[FederatedRu
         return
     pairs = [(rows_by_key["plain"].get("next_top3"), rows_by_key["compressed"].get("next_top3"))]
     for plain, compressed in other_seeds:
-        pairs.append(tuple(
-            compare(run_dir, show_progress=False, keyboard=keyboard_eval(config),
-                    models=("federated",))["models"]["federated"]["keyboard"]["pooled"]["next_top3"]
-            for run_dir in (plain, compressed)))
+        pairs.append(tuple(_typed(run_dir, config)["models"]["federated"]["keyboard"]["pooled"]
+                           ["next_top3"] for run_dir in (plain, compressed)))
     if not all(plain and compressed is not None for plain, compressed in pairs):
         figures.note("--compress / float32 strip top-3 not computed: a float32 run scored 0")
         return
