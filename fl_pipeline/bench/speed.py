@@ -65,15 +65,17 @@ def process_tree_rss() -> int:
 
 
 def tff_rounds(store, model_config: ModelConfig, train: TrainConfig, rounds: int,
-               log_path: Path | None = None) -> RoundLog:
-    """`rounds` rounds of the real TFF training process, timed one by one."""
+               log_path: Path | None = None, client_ids: list[str] | None = None) -> RoundLog:
+    """`rounds` rounds of the real TFF training process, timed one by one; the seeded sampler
+    draws each round's clients from `client_ids` (None: all training clients)."""
     from fl_pipeline.training.runtime import federated_context
 
     with federated_context(train.workers, log_path, train.worker_timeout):
-        return asyncio.run(_tff_rounds(store, model_config, train, rounds))
+        return asyncio.run(_tff_rounds(store, model_config, train, rounds, client_ids))
 
 
-async def _tff_rounds(store, model_config: ModelConfig, train: TrainConfig, rounds: int) -> RoundLog:
+async def _tff_rounds(store, model_config: ModelConfig, train: TrainConfig, rounds: int,
+                      client_ids: list[str] | None) -> RoundLog:
     import tensorflow_federated as tff
 
     from fl_pipeline.training.client_data import SeededClientIterator
@@ -81,7 +83,7 @@ async def _tff_rounds(store, model_config: ModelConfig, train: TrainConfig, roun
     from fl_pipeline.training.program import find_metric
 
     process = build_training_process(model_config, train, store.client_data("train"))
-    train_ids = store.client_ids("train")
+    train_ids = client_ids or store.client_ids("train")
     sampler = SeededClientIterator(train_ids, train.seed)
     initial = tff.learning.models.ModelWeights.from_model(build_model(model_config, seed=train.seed))
     state = await tff.program.materialize_value(process.initialize())
@@ -98,7 +100,8 @@ async def _tff_rounds(store, model_config: ModelConfig, train: TrainConfig, roun
     return log
 
 
-def plain_rounds(store, model_config: ModelConfig, train: TrainConfig, rounds: int) -> RoundLog:
+def plain_rounds(store, model_config: ModelConfig, train: TrainConfig, rounds: int,
+                 client_ids: list[str] | None = None) -> RoundLog:
     """The same rounds as `tff_rounds` (clients, batches, SGD steps) in a plain TF loop."""
     import tensorflow as tf
 
@@ -107,7 +110,7 @@ def plain_rounds(store, model_config: ModelConfig, train: TrainConfig, rounds: i
     from fl_pipeline.training.client_data import SeededClientIterator, to_model_batches
 
     client_data = store.client_data("train")
-    train_ids = store.client_ids("train")
+    train_ids = client_ids or store.client_ids("train")
     sampler = SeededClientIterator(train_ids, train.seed)
     model = build_model(model_config, seed=train.seed)
     variables = model.trainable_variables

@@ -84,6 +84,11 @@ def run_train(args: argparse.Namespace) -> int:
     if summary.get("diverged_round_count"):
         print(f"{summary['diverged_round_count']} of {summary['rounds']} rounds diverged and were "
               f"skipped (rounds {', '.join(map(str, summary['diverged_rounds']))})")
+    if summary.get("undone_rounds"):
+        undone = summary["undone_rounds"]
+        print(f"{len(undone)} accepted round{'s' * (len(undone) > 1)} undone: the rounds after "
+              f"found the model broken (round{'s' * (len(undone) > 1)} "
+              f"{', '.join(map(str, undone))})")
     if summary["dp"]:
         print(f"differential privacy: epsilon {summary['dp']['epsilon']:.2f} "
               f"at delta {summary['dp']['delta']:.1e}")

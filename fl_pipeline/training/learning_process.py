@@ -212,7 +212,8 @@ class _RoundResult(tff.program.MaterializableValueReference):
 
 class SkipBadRounds:
     """The training process as `train_model` drives it, except that a round
-    that trained nothing or diverged leaves the whole server state as it was.
+    that trained nothing or diverged leaves the whole server state as it was,
+    and a second diverged round in a row goes back one accepted round.
 
     A round is skipped when it had no clients (too few reports, see
     `participation`), or when it diverged (`divergence`): its aggregated update
@@ -222,6 +223,17 @@ class SkipBadRounds:
     and follows accepted rounds' losses (REFERENCE_DECAY). It lives here, not
     in TFF's state, so run directories from before the guard still resume;
     a resume replays it from `metrics.csv` (`replay_reference`).
+
+    The clients' loss measures the model they were sent, so a diverged loss
+    may blame the previous round: its update was accepted (its own clients
+    trained normally) yet broke the model. Seen on chat: one accepted round,
+    then 31 rounds in a row skipped with losses of 15-22 from the same
+    broken state. So when the loss rule fires in two rounds in a row, the
+    state goes back to the one the last accepted round started from (the
+    newest state whose clients trained normally), undoing that round;
+    `guard/undid_round` names it. A run resumed from a checkpoint does not
+    know the state before it, so until its first accepted round it can only
+    skip, as a single diverged round does.
 
     Under DP only the noised aggregate may decide: a rule on the clients'
     own (un-noised) losses would choose which noised updates to apply from
@@ -246,6 +258,9 @@ class SkipBadRounds:
         self._process = process
         self._use_client_loss = use_client_loss
         self._reference = replay_reference(vocab_size, past_rounds if use_client_loss else ())
+        self._round = len(past_rounds)  # rounds already trained (a resumed run's)
+        self._last_accepted = None  # (round, the state it started from), since this process began
+        self._loss_diverged = False  # whether the previous round's loss rule fired
 
     def __getattr__(self, name: str):
         return getattr(self._process, name)
@@ -254,15 +269,26 @@ class SkipBadRounds:
         return _RoundResult(self._next(state, clients))
 
     async def _next(self, state, clients):
+        self._round += 1
         output = await tff.program.materialize_value(self._process.next(state, clients))
         loss = float(output.metrics["client_work"]["train"]["token_loss"])
-        diverged = len(clients) > 0 and bool(divergence(
-            loss, bool(output.metrics["finalizer"]["update_non_finite"]), self._reference,
-            self._use_client_loss))
+        trained = len(clients) > 0
+        loss_diverged = trained and bool(divergence(loss, False, self._reference,
+                                                    self._use_client_loss))
+        diverged = trained and (loss_diverged
+                                or bool(output.metrics["finalizer"]["update_non_finite"]))
+        undo = loss_diverged and self._loss_diverged and self._last_accepted is not None
+        undid_round, kept_state = self._last_accepted if undo else (0, state)
         metrics = {**output.metrics, "guard": {"diverged": np.int32(diverged),
-                                               "reference_loss": np.float64(self._reference)}}
-        if len(clients) == 0 or diverged:
-            return tff.learning.templates.LearningProcessOutput(state=state, metrics=metrics)
+                                               "reference_loss": np.float64(self._reference),
+                                               "undid_round": np.int32(undid_round)}}
+        if trained:
+            self._loss_diverged = loss_diverged
+        if undo:
+            self._last_accepted = None  # that round is undone; the next accepted one sets it
+        if not trained or diverged:
+            return tff.learning.templates.LearningProcessOutput(state=kept_state, metrics=metrics)
         if self._use_client_loss:
             self._reference = REFERENCE_DECAY * self._reference + (1 - REFERENCE_DECAY) * loss
+        self._last_accepted = (self._round, state)
         return tff.learning.templates.LearningProcessOutput(state=output.state, metrics=metrics)

@@ -95,8 +95,12 @@ class WithParticipation(tff.program.ReleaseManager):
                                  bool(find_metric(value, "update_non_finite")),
                                  float(find_metric(value, "reference_loss")),
                                  use_client_loss=self._config.dp_noise_multiplier is None)
+            undid = int(find_metric(value, "undid_round") or 0)
+            kept = (f"the model it was sent looked broken (a second diverged round in a row), so "
+                    f"round {undid} is undone: back to the state it started from" if undid
+                    else "the model is unchanged")
             self._progress.note(f"round {key} diverged and was skipped: {' and '.join(reasons)}; "
-                                "the model is unchanged")
+                                f"{kept}")
         await self._inner.release({**value, "participation": plan.counts()}, key)
 
 

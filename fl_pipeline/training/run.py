@@ -153,9 +153,12 @@ def summarize(run_dir: Path, store, model_config: ModelConfig, config: TrainConf
     per_round = min(config.clients_per_round, len(train_ids))
     plans = round_plans(train_ids, config)
     rounds = read_metrics_csv(run_dir / TRAIN_METRICS)
-    # Rounds `SkipBadRounds` dropped because they diverged: their updates never reached the model.
+    # Rounds `SkipBadRounds` dropped because they diverged, and accepted rounds it later undid
+    # (their update broke the model): neither round's update is in the model.
     diverged = [int(r["round"]) for r in rounds if metric_column(r, "diverged")]
-    clients_seen = {client for plan in plans if plan.round_num not in diverged
+    undone = [int(metric_column(r, "undid_round")) for r in rounds
+              if metric_column(r, "undid_round")]
+    clients_seen = {client for plan in plans if plan.round_num not in diverged + undone
                     for client in plan.aggregated}
     evaluations = read_metrics_csv(run_dir / EVAL_METRICS)
     final = evaluations[-1] if evaluations else {}
@@ -190,6 +193,7 @@ def summarize(run_dir: Path, store, model_config: ModelConfig, config: TrainConf
         "participation": participation_summary(plans, per_round, config.dropout, config.over_select),
         "diverged_rounds": diverged,
         "diverged_round_count": len(diverged),
+        "undone_rounds": undone,
         "raw_text_bytes_of_training_clients": store.stats.get("splits", {}).get("train", {}).get("utf8_bytes"),
         "vocab_sha256": store.vocab.sha256,
         "init": read_json(run_dir / CONFIG).get("init"),
