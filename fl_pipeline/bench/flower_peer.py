@@ -254,7 +254,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.half == "tff":
         if args.rounds < 2:
             parser.error("--rounds must be at least 2 (the first is not timed)")
-        tff_half(args.data, args.out, args.rounds)
+        from datasets.errors import FedKBError
+
+        try:
+            tff_half(args.data, args.out, args.rounds)
+        except FedKBError as error:  # e.g. no prepared data there
+            print(f"error: {error}", file=sys.stderr)
+            return 2
     else:
         if not (args.out / TFF_REPORT).exists():
             print(f"error: {args.out / TFF_REPORT} not found; run the `tff` half first "

@@ -4,6 +4,7 @@ says what to run first when FedKB's half is missing. Flower itself lives in its 
 environment (README, "FedKB against Flower"), so its half is not run here."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -31,8 +32,13 @@ def test_tff_half_saves_the_rounds_tff_trained_and_skips_a_setting_no_phone_fill
         assert len(phones) == tiny["clients_per_round"]
 
 
-def test_flower_half_without_the_tff_half_is_one_line_and_exit_2(tmp_path):
+def test_a_missing_half_or_data_is_one_line_and_exit_2(tmp_path):
     done = subprocess.run([sys.executable, "-m", "fl_pipeline.bench.flower_peer", "flower",
                            "--out", str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "run the `tff` half first" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+    done = subprocess.run([sys.executable, "-m", "fl_pipeline.bench.flower_peer", "tff",
+                           str(tmp_path / "no-data"), "--out", str(tmp_path)], capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert done.returncode == 2 and "no such data directory" in done.stderr
+    assert "Traceback" not in done.stderr
