@@ -27,7 +27,8 @@ class BenchConfig:
     # ModelConfig overrides; empty = the default size (vocabulary 10k, embedding 96, LSTM 256).
     model: dict = field(default_factory=dict)
     # The federated run that quality, learning curves, communication and the device model use:
-    # `make demo`'s (75 rounds of 10 chitchat phones, at most 16 windows each, one epoch).
+    # `make demo`'s (75 rounds of 10 chitchat phones, at most 16 windows each, one epoch in
+    # batches of 8).
     train: TrainConfig = dataclasses.replace(CHITCHAT_TRAINING, checkpoint_every=25)
     # Keyboard metrics (`fedkb eval --keyboard-users/--keyboard-messages`): a seeded sample of
     # held-out users (None: all), at most this many future messages each.
