@@ -10,6 +10,7 @@
     communication.py  bytes uploaded vs the raw text centralized training collects
     other_chat.py     the exported model on chat from another source (a command of its own)
     minutes.py        keyboard quality against training minutes (a command of its own)
+    flower_peer.py    FedKB's round against the same round in Flower (two commands, two envs)
     runner.py         runs it all in order and writes bench.json
     report.py         REPORT.md, the plots, and the README's "Results" section
 

@@ -22,9 +22,10 @@ in FedKB's environment (it pins other versions of grpcio and protobuf than TFF
   1 CPU per client and once with Flower's default resources; `OUT/flower.json`, and
   the table of both.
 
-The first round of each is tracing and warm-up, and not timed. Settings:
-`tiny` is `make demo`'s round (10 phones, at most 16 windows, one epoch); `64` is
-the training defaults' round (64 windows, 2 epochs) on phones that hold 64 windows.
+The first round of each is tracing and warm-up, and not timed. Settings (10 phones,
+batch 16, the training defaults otherwise): `tiny`, at most 16 windows and one epoch
+(one step per phone: the demo's round until it moved to batches of 8), and `64`, the
+training defaults' round (64 windows, 2 epochs) on phones that hold 64 windows.
 """
 
 from __future__ import annotations
