@@ -132,7 +132,7 @@ def _worker_state(npz: Path, model: dict, client_lr: float):
         batch = tf.TensorSpec([None, keras_model.input_shape[1]], tf.int32)
 
         @tf.function(input_signature=[batch, batch])
-        def step(x, y):  # as FedKB's plain loop (fl_pipeline.evaluation.baselines.train_step)
+        def step(x, y):  # baselines.train_step's, which this environment cannot import (TFF)
             with tf.GradientTape() as tape:
                 loss = loss_fn(y, keras_model(x, training=True))
             optimizer.apply_gradients(zip(tape.gradient(loss, keras_model.trainable_variables),
@@ -178,7 +178,9 @@ def flower_round_times(npz: Path, report: dict, setting: str, resources: dict | 
     class TimedFedAdam(FedAdam):
         """FedAdam that records each round from sending the model to the aggregated update."""
 
-        seconds: list[float] = []
+        def __init__(self, **settings):
+            super().__init__(**settings)
+            self.seconds: list[float] = []
 
         def configure_fit(self, server_round, parameters, client_manager):
             self._started = time.perf_counter()

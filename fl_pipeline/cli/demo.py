@@ -7,7 +7,7 @@ up where it stopped.
 
 By default the phones hold chitchat, real typed chat (a public data set
 standing in for their private text), and train from a random start within
-the demo's budget (about 6 minutes of training on 2 cores, 8 on a slow one). `--corpus
+the demo's budget (about 6 minutes of training on 2 cores, 9 on a slow one). `--corpus
 fortunes` is the older demo on the BSD fortunes. `--warm-start` (chitchat
 only) first pretrains the model on the server on the fortunes, public text
 no phone holds (`fedkb pretrain`, then `fedkb train --init-from`); it is not
@@ -38,13 +38,13 @@ from fl_pipeline.training.pretrain import PretrainConfig
 # federate quotations would make the public text the more keyboard-like one.
 PUBLIC_TEXT = {"chitchat": "fortunes", "fortunes": None}
 
-# The chitchat demo, sized to the demo's budget (about 6 minutes of training on 2 cores, 7-8
+# The chitchat demo, sized to the demo's budget (about 6 minutes of training on 2 cores, 8-9
 # with its evaluations on the slower machines of the README's measurements): 75 rounds of 10
 # phones from a random start, each phone one pass over at most 16 of its windows in batches of
-# 8, so a round takes about 5 s whatever the phone holds. The README's levers at this budget:
+# 8, so a round takes about 6 s whatever the phone holds. The README's levers at this budget:
 # many small rounds beat fewer large ones (15 or 30 rounds of the training defaults, 64 windows
 # x 2 epochs, scored strip top-3 0.097 and 0.121), and two local steps of 8 beat one of 16 at
-# about the same time (strip top-3 0.156 / 0.139 against 0.127 / 0.097 on seeds 0 / 1).
+# 15% more time (strip top-3 0.156 / 0.139 against 0.127 / 0.097 on seeds 0 / 1).
 CHITCHAT_TRAINING = TrainConfig(rounds=75, max_examples_per_client=16, local_epochs=1,
                                 batch_size=8, eval_every=25)
 # The fortunes demo: 100 rounds of 10 phones from a random start, as before.

@@ -58,6 +58,7 @@ def test_rounds_with_a_diverging_client_are_skipped_counted_and_warned(stuck_key
 
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["diverged_rounds"] == [1, 6] and summary["diverged_round_count"] == 2
+    assert summary["undone_rounds"] == []  # rounds 1 and 6 are not in a row: nothing undone
     assert summary["participation"]["skipped_rounds"] == []  # every client reported
     for round_num in (1, 6):
         assert f"round {round_num} diverged and was skipped: training loss" in out.stderr
@@ -92,6 +93,28 @@ def test_a_resumed_run_carries_the_reference_and_decides_like_the_uninterrupted_
             assert float(a[column]) == pytest.approx(float(b[column]), rel=1e-6)
     assert_same_final_weights(run_dir, resumed)
     assert json.loads((resumed / "summary.json").read_text())["diverged_rounds"] == [1, 6]
+
+
+def test_two_diverged_rounds_in_a_row_undo_the_round_before_them(tmp_path):
+    # With seed 346 the stuck key is sampled in rounds 4 and 5 of 6: round 4 is skipped and
+    # round 5, the second in a row, undoes round 3 (here a sound round: the guard cannot tell
+    # which of the two causes it faces, and undoing one round is the cheap side to err on).
+    data = prepare_corpus(tmp_path, extra={STUCK: STUCK_TEXTS})
+    flags = [*FLAGS[:FLAGS.index("--seed")], "--seed", "346", "--checkpoint-every", "1"]
+    run_dir, reference = tmp_path / "run", tmp_path / "two-rounds"
+    out = fedkb("train", "--data", data, "--out", run_dir, *flags)
+    fedkb("train", "--data", data, "--out", reference, *flags[:1], "2", *flags[2:])
+    rows = metrics_rows(run_dir)
+    assert [int(r["round"]) for r in rows if int(r["guard/diverged"])] == [4, 5]
+    assert [int(r["guard/undid_round"]) for r in rows] == [0, 0, 0, 0, 3, 0]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["undone_rounds"] == [3]
+    assert "round 5 diverged and was skipped" in out.stderr and "round 3 is undone" in out.stderr
+    assert "1 accepted round undone" in out.stdout
+    # After round 5 the server holds the state round 3 started from: a 2-round run's end.
+    for a, b in zip(state_floats(run_dir / "checkpoints/program_state_5"),
+                    state_floats(reference / "checkpoints/program_state_2"), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-6)
 
 
 class ScriptedProcess:
