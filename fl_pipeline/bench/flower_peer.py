@@ -22,10 +22,10 @@ in FedKB's environment (it pins other versions of grpcio and protobuf than TFF
   1 CPU per client and once with Flower's default resources; `OUT/flower.json`, and
   the table of both.
 
-The first round of each is tracing and warm-up, and not timed. Settings (10 phones,
-batch 16, the training defaults otherwise): `tiny`, at most 16 windows and one epoch
-(one step per phone: the demo's round until it moved to batches of 8), and `64`, the
-training defaults' round (64 windows, 2 epochs) on phones that hold 64 windows.
+The first round of each is tracing and warm-up, and not timed. Settings (10 phones
+each): `demo`, the round `make demo` trains (at most 16 windows, one epoch in batches
+of 8: tiny clients), and `64`, the training defaults' round (64 windows, 2 epochs in
+batches of 16) on phones that hold 64 windows.
 """
 
 from __future__ import annotations
@@ -48,20 +48,26 @@ TFF_REPORT = "tff.json"
 FLOWER_REPORT = "flower.json"
 DEFAULT_OUT = Path("runs/flower")
 GOAL = 0.8  # issue 14: FedKB's round at most 0.8x Flower's best
-SETTINGS = {"tiny": {"max_examples_per_client": 16, "local_epochs": 1},
-            "64": {"max_examples_per_client": 64, "local_epochs": 2}}
 RESOURCES = {"1 CPU per client": {"num_cpus": 1, "num_gpus": 0.0},
              "Flower's default resources": None}
 
 
 # ---- FedKB's half (TFF environment) -----------------------------------------------------
 
+def settings() -> dict:
+    """Each setting's training config: `make demo`'s round, and the training defaults' with
+    phones that fill 64 windows."""
+    from fl_pipeline.cli.demo import CHITCHAT_TRAINING
+    from fl_pipeline.config import TrainConfig
+
+    return {"demo": CHITCHAT_TRAINING, "64": TrainConfig(max_examples_per_client=64, local_epochs=2)}
+
+
 def tff_half(data_dir: Path, out: Path, rounds: int) -> dict:
     """Saves each setting's rounds (client batches) and times them in TFF and the plain loop."""
     from datasets.store import ClientStore
     from fl_pipeline.bench import speed
-    from fl_pipeline.config import TrainConfig
-    from fl_pipeline.training.client_data import SeededClientIterator, to_model_batches
+    from fl_pipeline.training.client_data import to_model_batches
     from models.next_word import ModelConfig
 
     store = ClientStore(data_dir)
@@ -70,16 +76,14 @@ def tff_half(data_dir: Path, out: Path, rounds: int) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     report = {"data": str(data_dir), "rounds": rounds, "model": dataclasses.asdict(model_config),
               "settings": {}}
-    for name, changes in SETTINGS.items():
-        train = TrainConfig(**changes)
+    for name, train in settings().items():
         pool = [c for c in store.client_ids("train")
-                if name == "tiny" or store.num_examples("train", c) >= train.max_examples_per_client]
+                if name == "demo" or store.num_examples("train", c) >= train.max_examples_per_client]
         if len(pool) < train.clients_per_round:
             print(f"{name}: skipped, only {len(pool)} phones hold {train.max_examples_per_client} "
                   f"windows ({train.clients_per_round} needed)", flush=True)
             continue
-        sampler = SeededClientIterator(pool, train.seed)
-        cohorts = [sampler.select(train.clients_per_round) for _ in range(rounds)]
+        cohorts = speed.seeded_cohorts(pool, train, rounds)
         arrays, examples = {}, []
         for r, cohort in enumerate(cohorts):
             examples.append(0)
@@ -92,8 +96,8 @@ def tff_half(data_dir: Path, out: Path, rounds: int) -> dict:
                     arrays[f"r{r}_c{c}_b{b}_x"], arrays[f"r{r}_c{c}_b{b}_y"] = x.numpy(), y.numpy()
                     examples[-1] += len(x)
         np.savez_compressed(out / f"{name}.npz", **arrays)
-        tff_log = speed.tff_rounds(store, model_config, train, rounds, client_ids=pool)
-        plain_log = speed.plain_rounds(store, model_config, train, rounds, client_ids=pool)
+        tff_log = speed.tff_rounds(store, model_config, train, cohorts)
+        plain_log = speed.plain_rounds(store, model_config, train, cohorts)
         if tff_log.examples != examples:  # the saved rounds must be the rounds TFF trained
             raise RuntimeError(f"TFF trained {tff_log.examples} examples per round, the saved "
                                f"rounds hold {examples}")
@@ -123,22 +127,11 @@ def _worker_state(npz: Path, model: dict, client_lr: float):
     if _WORKER.get("npz") != npz:
         import tensorflow as tf
 
-        from models.metrics import MaskedLoss
         from models.next_word import ModelConfig, build_model
+        from models.train_step import train_step
 
         keras_model = build_model(ModelConfig(**model))
-        optimizer = tf.keras.optimizers.SGD(client_lr)
-        loss_fn = MaskedLoss()
-        batch = tf.TensorSpec([None, keras_model.input_shape[1]], tf.int32)
-
-        @tf.function(input_signature=[batch, batch])
-        def step(x, y):  # baselines.train_step's, which this environment cannot import (TFF)
-            with tf.GradientTape() as tape:
-                loss = loss_fn(y, keras_model(x, training=True))
-            optimizer.apply_gradients(zip(tape.gradient(loss, keras_model.trainable_variables),
-                                          keras_model.trainable_variables))
-            return loss
-
+        step = train_step(keras_model, tf.keras.optimizers.SGD(client_lr))
         _WORKER.update(npz=npz, model=keras_model, step=step, arrays=dict(np.load(npz)))
     return _WORKER
 

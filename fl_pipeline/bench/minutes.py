@@ -9,7 +9,7 @@ that says what the budget buys, on one prepared store (`fedkb data prepare`):
   the `TrainConfig` defaults), round after round in FedKB's execution context, from the
   seeded random model;
 - centralized: the same model and seed on the pooled text of the same training clients
-  (Adam, the same batch size; `baselines.train_step`, as `fedkb eval`'s centralized model);
+  (Adam, the same batch size; `models.train_step`, as `fedkb eval`'s centralized model);
 - n-gram: the Kneser-Ney trigram on the pooled text, counted once (its x is its counting time).
 
 The clock counts training only: it stops while a model is scored. At each of `points`
@@ -124,7 +124,7 @@ def _centralized_steps(store, train: TrainConfig, model, learning_rate: float) -
     """Adam on the pooled, shuffled training windows, one batch per step."""
     import tensorflow as tf
 
-    from fl_pipeline.evaluation.baselines import train_step
+    from models.train_step import train_step
     from fl_pipeline.training.client_data import to_model_batches
 
     pooled = store.client_data("train").create_tf_dataset_from_all_clients(seed=train.seed)

@@ -79,16 +79,23 @@ def machine_info() -> dict:
     }
 
 
-def run_bench(config: BenchConfig, out: Path, show_progress: bool = True) -> dict:
-    """Runs every measurement of `config`, writes OUT/bench.json and the report; returns the bench."""
+def run_bench(config: BenchConfig, out: Path, show_progress: bool = True,
+              federated_run: Path | None = None) -> dict:
+    """Runs every measurement of `config`, writes OUT/bench.json and the report; returns the bench.
+
+    `federated_run`: a finished run of the preset's settings on the same corpus (`make demo`'s
+    for --quick) to measure instead of training one (`reused_run`)."""
     from datasets.store import ClientStore
     from fl_pipeline.training import run
-    from fl_pipeline.bench import communication, device, quality, report, speed, strategies
+    from fl_pipeline.bench import (communication, device, quality, report, reused_run, speed,
+                                   strategies)
     from fl_pipeline.bench.texts import read_store_texts
     from fl_pipeline.export import export_run
     from models.next_word import ModelConfig
 
     out = Path(out)
+    if federated_run is not None:  # refused now, not after the corpus is prepared
+        reused_run.check_settings(Path(federated_run), config)
     work = out / "work"
     if work.exists():
         if not (work / WORK_MARKER).exists():
@@ -101,7 +108,8 @@ def run_bench(config: BenchConfig, out: Path, show_progress: bool = True) -> dic
     bench = {"format": FORMAT, "preset": config.preset,
              "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
              "machine": machine_info(), "load_average_at_start": os.getloadavg(),
-             "config": config.to_json()}
+             "config": config.to_json(),
+             "federated_run": str(federated_run) if federated_run else "trained by the bench"}
     figures = Figures()
     bar = tqdm(total=len(STEPS), unit="step", desc="fedkb bench", disable=not show_progress,
                dynamic_ncols=True)
@@ -127,9 +135,12 @@ def run_bench(config: BenchConfig, out: Path, show_progress: bool = True) -> dic
                                        **config.model)
 
         with step("federated training"):
-            federated_run = work / "federated"
-            summary = run.train(data_dir, federated_run, config.train, config.model,
-                                show_progress=False)
+            reused, federated_run = federated_run, work / "federated"
+            if reused is None:
+                summary = run.train(data_dir, federated_run, config.train, config.model,
+                                    show_progress=False)
+            else:
+                summary = reused_run.adopt(Path(reused), federated_run, data_dir)
 
         with step("five models, typed as a keyboard"):
             five_models = quality.compare_models(federated_run, config, figures)

@@ -43,9 +43,10 @@ from models.next_word import ModelConfig, build_model
 
 @dataclass
 class RoundLog:
-    """Per round: wall seconds, resident bytes (process tree) after it, examples trained and,
-    in the plain loop, real (scored, non-pad) tokens trained."""
+    """Per round: the clients trained, wall seconds, resident bytes (process tree) after it,
+    examples trained and, in the plain loop, real (scored, non-pad) tokens trained."""
 
+    clients: list[list[str]] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
     rss_bytes: list[int] = field(default_factory=list)
     examples: list[int] = field(default_factory=list)
@@ -64,54 +65,57 @@ def process_tree_rss() -> int:
     return total
 
 
-def tff_rounds(store, model_config: ModelConfig, train: TrainConfig, rounds: int,
-               log_path: Path | None = None, client_ids: list[str] | None = None) -> RoundLog:
-    """`rounds` rounds of the real TFF training process, timed one by one; the seeded sampler
-    draws each round's clients from `client_ids` (None: all training clients)."""
+def seeded_cohorts(client_ids: list[str], train: TrainConfig, rounds: int) -> list[list[str]]:
+    """Each round's clients as a FedKB run with `train`'s seed samples them from `client_ids`."""
+    from fl_pipeline.training.client_data import SeededClientIterator
+
+    sampler = SeededClientIterator(client_ids, train.seed)
+    return [sampler.select(min(train.clients_per_round, len(client_ids))) for _ in range(rounds)]
+
+
+def tff_rounds(store, model_config: ModelConfig, train: TrainConfig, cohorts: list[list[str]],
+               log_path: Path | None = None) -> RoundLog:
+    """One round of the real TFF training process per cohort (a list of client ids), timed
+    one by one."""
     from fl_pipeline.training.runtime import federated_context
 
     with federated_context(train.workers, log_path, train.worker_timeout):
-        return asyncio.run(_tff_rounds(store, model_config, train, rounds, client_ids))
+        return asyncio.run(_tff_rounds(store, model_config, train, cohorts))
 
 
-async def _tff_rounds(store, model_config: ModelConfig, train: TrainConfig, rounds: int,
-                      client_ids: list[str] | None) -> RoundLog:
+async def _tff_rounds(store, model_config: ModelConfig, train: TrainConfig,
+                      cohorts: list[list[str]]) -> RoundLog:
     import tensorflow_federated as tff
 
-    from fl_pipeline.training.client_data import SeededClientIterator
     from fl_pipeline.training.learning_process import build_training_process
     from fl_pipeline.training.program import find_metric
 
     process = build_training_process(model_config, train, store.client_data("train"))
-    train_ids = client_ids or store.client_ids("train")
-    sampler = SeededClientIterator(train_ids, train.seed)
     initial = tff.learning.models.ModelWeights.from_model(build_model(model_config, seed=train.seed))
     state = await tff.program.materialize_value(process.initialize())
     state = await tff.program.materialize_value(process.set_model_weights(state, initial))
     log = RoundLog()
-    for _ in range(rounds):
-        clients = sampler.select(min(train.clients_per_round, len(train_ids)))
+    for clients in cohorts:
         started = time.perf_counter()
         output = await tff.program.materialize_value(process.next(state, clients))
         log.seconds.append(time.perf_counter() - started)
         state = output.state
+        log.clients.append(list(clients))
         log.rss_bytes.append(process_tree_rss())
         log.examples.append(int(find_metric(output.metrics, "num_examples")))
     return log
 
 
-def plain_rounds(store, model_config: ModelConfig, train: TrainConfig, rounds: int,
-                 client_ids: list[str] | None = None) -> RoundLog:
+def plain_rounds(store, model_config: ModelConfig, train: TrainConfig,
+                 cohorts: list[list[str]]) -> RoundLog:
     """The same rounds as `tff_rounds` (clients, batches, SGD steps) in a plain TF loop."""
     import tensorflow as tf
 
     from datasets.vocab import IGNORED_TARGET_IDS
-    from fl_pipeline.evaluation.baselines import train_step
-    from fl_pipeline.training.client_data import SeededClientIterator, to_model_batches
+    from fl_pipeline.training.client_data import to_model_batches
+    from models.train_step import train_step
 
     client_data = store.client_data("train")
-    train_ids = client_ids or store.client_ids("train")
-    sampler = SeededClientIterator(train_ids, train.seed)
     model = build_model(model_config, seed=train.seed)
     variables = model.trainable_variables
     global_weights = [v.numpy() for v in variables]
@@ -132,8 +136,7 @@ def plain_rounds(store, model_config: ModelConfig, train: TrainConfig, rounds: i
         return examples, tokens
 
     log = RoundLog()
-    for _ in range(rounds):
-        clients = sampler.select(min(train.clients_per_round, len(train_ids)))
+    for clients in cohorts:
         started = time.perf_counter()
         update = [np.zeros_like(w) for w in global_weights]
         total = tokens = 0
@@ -147,6 +150,7 @@ def plain_rounds(store, model_config: ModelConfig, train: TrainConfig, rounds: i
             tokens += client_tokens
         global_weights = [w + u / max(total, 1) for w, u in zip(global_weights, update)]
         log.seconds.append(time.perf_counter() - started)
+        log.clients.append(list(clients))
         log.rss_bytes.append(process_tree_rss())
         log.examples.append(total)
         log.tokens.append(tokens)
@@ -169,8 +173,9 @@ def tff_overhead(store, model_config: ModelConfig, config: BenchConfig, work_dir
                  figures: Figures) -> RoundLog:
     """TFF round time against the same local steps in a plain loop; clients per second."""
     rounds, skip = config.timing_rounds, config.warmup_rounds
-    tff_log = tff_rounds(store, model_config, config.train, rounds, work_dir / "worker-timing.log")
-    plain_log = plain_rounds(store, model_config, config.train, rounds)
+    cohorts = seeded_cohorts(store.client_ids("train"), config.train, rounds)
+    tff_log = tff_rounds(store, model_config, config.train, cohorts, work_dir / "worker-timing.log")
+    plain_log = plain_rounds(store, model_config, config.train, cohorts)
     if tff_log.examples != plain_log.examples:
         raise RuntimeError(f"the plain loop trained {plain_log.examples} examples per round, "
                            f"TFF {tff_log.examples}: not the same work")
@@ -253,7 +258,7 @@ def two_workers(store, model_config: ModelConfig, config: BenchConfig, work_dir:
     try:
         train = TrainConfig.from_json({**config.train.to_json(),
                                        "workers": [f"localhost:{port}" for port in ports]})
-        log = tff_rounds(store, model_config, train, config.timing_rounds)
+        log = tff_rounds(store, model_config, train, one_worker.clients)
     finally:
         for worker in workers:
             stop_worker(worker)
@@ -274,8 +279,8 @@ def memory_over_rounds(store, model_config: ModelConfig, config: BenchConfig, wo
                        figures: Figures, timing: RoundLog) -> None:
     """Resident memory growth: rounds 50 -> 500 with --full, else over the timing rounds."""
     if config.memory_rounds:
-        log = tff_rounds(store, model_config, config.train, config.memory_rounds,
-                         work_dir / "worker-memory.log")
+        cohorts = seeded_cohorts(store.client_ids("train"), config.train, config.memory_rounds)
+        log = tff_rounds(store, model_config, config.train, cohorts, work_dir / "worker-memory.log")
         first, last = config.memory_window
         budget = Budget("<", 10, "issue 4: flat within 10% from round 50 to 500")
     else:

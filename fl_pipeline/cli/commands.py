@@ -193,7 +193,8 @@ def run_bench(args: argparse.Namespace) -> int:
     from fl_pipeline.bench.report import HEADLINE, figure_table
     from fl_pipeline.bench.runner import run_bench as bench
 
-    result = bench(BenchConfig.full() if args.full else BenchConfig.quick(), args.out)
+    result = bench(BenchConfig.full() if args.full else BenchConfig.quick(), args.out,
+                   federated_run=args.federated_run)
     figures = result["figures"]
     print("\n".join(figure_table(figures, [n for n in HEADLINE if n in figures], with_how=False)))
     print(f"\n{result['wall_time_s'] / 60:.1f} minutes; wrote {args.out / 'bench.json'}, "

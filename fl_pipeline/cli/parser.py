@@ -263,6 +263,10 @@ def build_parser() -> argparse.ArgumentParser:
     size.add_argument("--full", action="store_true", help="larger populations and more rounds")
     bench.add_argument("--out", type=Path, default=BENCH_DIR,
                        help="output directory (default: %(default)s)")
+    bench.add_argument("--federated-run", type=Path, default=None, metavar="RUN",
+                       help="measure this finished run instead of training the federated run: "
+                       f"with --quick, `make demo`'s {DEMO_RUN_DIR} (same settings and corpus; "
+                       "saves its training time)")
 
     demo = commands.add_parser("demo", help="prepare, train, export and open the app")
     demo.add_argument("--out", type=Path, default=DEMO_DIR,

@@ -29,8 +29,9 @@ from tqdm.auto import tqdm
 
 from datasets.vocab import IGNORED_TARGET_IDS, OOV_ID, PAD_ID
 from fl_pipeline.training.client_data import to_model_batches
-from models.metrics import MaskedLoss, TokenLoss, TopKAccuracy, target_mask
+from models.metrics import TokenLoss, TopKAccuracy, target_mask
 from models.next_word import ModelConfig, build_model
+from models.train_step import train_step
 
 
 @dataclass
@@ -122,25 +123,6 @@ def _starting_model(model_config: ModelConfig, seed: int,
     if initial_weights is not None:
         model.set_weights(initial_weights)
     return model
-
-
-def train_step(model: tf.keras.Model, optimizer: tf.keras.optimizers.Optimizer):
-    """One optimizer step on a batch (x, y) -> loss, traced once: a plain TensorFlow
-    training loop, with the same loss the federated clients use."""
-    loss_fn = MaskedLoss()
-    # Traced once for every batch size (clients' last batches differ). A whole client's loop
-    # over its dataset inside one tf.function measured several times slower per client.
-    batch = tf.TensorSpec([None, model.input_shape[1]], tf.int32)
-
-    @tf.function(input_signature=[batch, batch])
-    def step(x, y):
-        with tf.GradientTape() as tape:
-            loss = loss_fn(y, model(x, training=True))
-        optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables),
-                                      model.trainable_variables))
-        return loss
-
-    return step
 
 
 def score_local_only(model_config: ModelConfig, past, future, client_ids: list[str], *,

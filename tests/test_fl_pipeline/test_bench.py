@@ -233,3 +233,49 @@ def test_communication_follows_the_round_plan_and_reports_the_measured_bytes(dat
     texts = read_store_texts(store)
     assert found["communication.raw_text_seen"]["value"] == texts.utf8_bytes(
         clients_uploaded(store.client_ids("train"), train))
+
+
+def test_bench_takes_a_finished_run_of_its_own_settings_and_corpus_only(bench_dir, tmp_path):
+    """`fedkb bench --federated-run RUN` (e.g. make demo's run): the bench's own federated run
+    is such a run; other settings, an unfinished run or another corpus are refused."""
+    import dataclasses
+    import shutil
+    import sqlite3
+
+    from fl_pipeline.bench.config import BenchConfig
+    from fl_pipeline.bench.reused_run import ReusedRunError, adopt, check_settings
+    from fl_pipeline.run_dir import load_run_config
+
+    config = BenchConfig.tiny(bench_dir.parent / "corpus.jsonl")
+    run, bench_data = bench_dir / "work" / "federated", bench_dir / "work" / "data"
+    check_settings(run, config)
+    saved_elsewhere = dataclasses.replace(config.train, checkpoint_every=2)  # same model
+    check_settings(run, dataclasses.replace(config, train=saved_elsewhere))
+    longer = dataclasses.replace(config, train=dataclasses.replace(config.train, rounds=3))
+    with pytest.raises(ReusedRunError, match=r"rounds=2 \(the bench's: 3\)"):
+        check_settings(run, longer)
+    with pytest.raises(ReusedRunError, match="not the bench's size"):
+        check_settings(run, dataclasses.replace(config, model={"embedding_dim": 8, "lstm_units": 32}))
+    with pytest.raises(ReusedRunError, match="not a finished run"):
+        check_settings(tmp_path, config)
+
+    other = tmp_path / "other-data"  # the bench's corpus but one window
+    shutil.copytree(bench_data, other)
+    with sqlite3.connect(other / "clients.sqlite") as db:
+        db.execute("DELETE FROM examples WHERE rowid = (SELECT MIN(rowid) FROM examples)")
+    with pytest.raises(ReusedRunError, match="not the corpus the bench prepared"):
+        adopt(run, tmp_path / "other", other)
+    assert not (tmp_path / "other").exists()
+    summary = adopt(run, tmp_path / "copy", bench_data)
+    assert summary == json.loads((run / "summary.json").read_text())
+    assert load_run_config(tmp_path / "copy")[2]["dir"] == str(bench_data.resolve())
+
+
+def test_bench_refuses_an_unfinished_run_in_one_line_before_writing_anything(tmp_path):
+    from fl_helpers import fedkb
+
+    done = fedkb("bench", "--federated-run", str(tmp_path / "no-run"), "--out",
+                 str(tmp_path / "bench"), check=False)
+    assert done.returncode == 2 and "not a finished run" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "bench").exists()

@@ -22,14 +22,14 @@ def test_tff_half_saves_the_rounds_tff_trained_and_skips_a_setting_no_phone_fill
     assert done.returncode == 0, done.stderr[-3000:]
     assert "64: skipped, only 0 phones hold 64 windows" in done.stdout  # 8 windows each here
     report = json.loads((out / "tff.json").read_text())
-    tiny = report["settings"]["tiny"]
-    assert list(report["settings"]) == ["tiny"] and len(tiny["tff_round_s"]) == 2
-    saved = np.load(out / "tiny.npz")
-    for r, trained in enumerate(tiny["examples_per_round"]):
+    demo = report["settings"]["demo"]
+    assert list(report["settings"]) == ["demo"] and len(demo["tff_round_s"]) == 2
+    saved = np.load(out / "demo.npz")
+    for r, trained in enumerate(demo["examples_per_round"]):
         windows = sum(len(saved[k]) for k in saved.files if k.startswith(f"r{r}_") and k.endswith("_x"))
         assert windows == trained > 0
         phones = {k.split("_")[1] for k in saved.files if k.startswith(f"r{r}_")}
-        assert len(phones) == tiny["clients_per_round"]
+        assert len(phones) == demo["clients_per_round"]
 
 
 def test_a_missing_half_or_data_is_one_line_and_exit_2(tmp_path):
