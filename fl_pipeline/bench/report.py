@@ -301,11 +301,13 @@ PLOT_SECTION = {"strategies": "strategies", "learning_curve": "quality", "dp": "
 
 # -- the report -----------------------------------------------------------------------
 
-def reused_line(bench: dict) -> str:
+def reused_line(bench: dict, with_path: bool = True) -> str:
     """Whether the bench trained its federated run or measured a finished one (--federated-run);
     a bench.json from before the option trained it."""
     run = bench.get("federated_run", "trained by the bench")
-    return run if run == "trained by the bench" else f"the finished run {run}, not trained here"
+    if run == "trained by the bench":
+        return run
+    return f"the finished run {run if with_path else 'given'} (`--federated-run`), not trained here"
 
 
 def write_report(bench: dict, out: Path) -> Path:
@@ -363,7 +365,7 @@ def readme_section(bench: dict, plot_paths: dict[str, str]) -> str:
         f"({bench['wall_time_s'] / 60:.1f} minutes): {machine_line(bench)}. "
         f"The federated run: {train['rounds']} rounds of {train['clients_per_round']} phones, "
         f"at most {train['max_examples_per_client']} windows each in batches of "
-        f"{train['batch_size']}{demo}, {reused_line(bench)}; the keyboard figures type held-out users' future messages through "
+        f"{train['batch_size']}{demo}, {reused_line(bench, with_path=False)}; the keyboard figures type held-out users' future messages through "
         "`suggest(text_before_cursor)`. The full tables, the DP, memory, latency and "
         "communication plots and how each figure was measured are in the bench's `REPORT.md`. "
         "Regenerate this section with "
