@@ -304,9 +304,9 @@ PLOT_SECTION = {"strategies": "strategies", "learning_curve": "quality", "dp": "
 def reused_line(bench: dict, with_path: bool = True) -> str:
     """Whether the bench trained its federated run or measured a finished one (--federated-run);
     a bench.json from before the option trained it."""
-    run = bench.get("federated_run", "trained by the bench")
-    if run == "trained by the bench":
-        return run
+    run = bench.get("federated_run")
+    if run is None:
+        return "trained by the bench"
     return f"the finished run {run if with_path else 'given'} (`--federated-run`), not trained here"
 
 
@@ -326,8 +326,7 @@ def write_report(bench: dict, out: Path) -> Path:
         f"(batch {train['batch_size']}, {train['local_epochs']} local epoch, at most "
         f"{train['max_examples_per_client']} examples per client, FedAdam server), held-out "
         f"evaluation every {train['eval_every']} rounds; {reused_line(bench)}. Every timing is "
-        "the median of its "
-        "repetitions (range = min – max); ratios are of figures measured in this run. "
+        "the median of its repetitions (range = min – max); ratios are of figures measured in this run. "
         "All numbers come from `bench.json`; none is typed in by hand.",
         "",
     ]

@@ -109,7 +109,7 @@ def run_bench(config: BenchConfig, out: Path, show_progress: bool = True,
              "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
              "machine": machine_info(), "load_average_at_start": os.getloadavg(),
              "config": config.to_json(),
-             "federated_run": str(federated_run) if federated_run else "trained by the bench"}
+             "federated_run": str(federated_run) if federated_run else None}
     figures = Figures()
     bar = tqdm(total=len(STEPS), unit="step", desc="fedkb bench", disable=not show_progress,
                dynamic_ncols=True)
@@ -135,18 +135,18 @@ def run_bench(config: BenchConfig, out: Path, show_progress: bool = True,
                                        **config.model)
 
         with step("federated training"):
-            reused, federated_run = federated_run, work / "federated"
-            if reused is None:
-                summary = run.train(data_dir, federated_run, config.train, config.model,
+            federated = work / "federated"
+            if federated_run is None:
+                summary = run.train(data_dir, federated, config.train, config.model,
                                     show_progress=False)
             else:
-                summary = reused_run.adopt(Path(reused), federated_run, data_dir)
+                summary = reused_run.adopt(Path(federated_run), federated, data_dir)
 
         with step("five models, typed as a keyboard"):
-            five_models = quality.compare_models(federated_run, config, figures)
+            five_models = quality.compare_models(federated, config, figures)
 
         with step("differential privacy"):
-            dp_runs = quality.dp_effect(data_dir, work, config, federated_run, figures)
+            dp_runs = quality.dp_effect(data_dir, work, config, federated, figures)
 
         with step("memorization audit"):
             quality.memorization(config, work, figures)
@@ -155,7 +155,7 @@ def run_bench(config: BenchConfig, out: Path, show_progress: bool = True,
             short_runs = {}  # seed -> (float32 run, --compress run), short_rounds each
             for seed in config.strategy_seeds:
                 tag = "" if seed == config.train.seed else f"-seed{seed}"
-                compressed_run, plain_run = work / f"compressed{tag}", federated_run
+                compressed_run, plain_run = work / f"compressed{tag}", federated
                 run.train(data_dir, compressed_run, config.compress_train(seed), config.model,
                           show_progress=False)
                 plain_train = config.plain_short_train(seed)
@@ -167,7 +167,7 @@ def run_bench(config: BenchConfig, out: Path, show_progress: bool = True,
 
         with step("strategies side by side"):
             plain_run, compressed_run = short_runs.pop(config.train.seed)
-            strategies.compare_strategies(federated_run, five_models, [
+            strategies.compare_strategies(federated, five_models, [
                 strategies.FederatedRun("plain", "federated, float32", plain_run,
                                         "each phone's update"),
                 strategies.FederatedRun("compressed", "federated, --compress", compressed_run,
@@ -189,7 +189,7 @@ def run_bench(config: BenchConfig, out: Path, show_progress: bool = True,
             speed.memory_over_rounds(store, model_config, config, work, figures, timing)
 
         with step("export to TFLite"):
-            model_dir = export_run(federated_run, work / "model")
+            model_dir = export_run(federated, work / "model")
 
         with step("device"):
             device.measure_device(model_dir, texts.heldout_texts(), config, work, figures)
