@@ -126,7 +126,7 @@ class BenchConfig:
 
     @classmethod
     def quick(cls) -> "BenchConfig":
-        """The defaults above: about 35 minutes on a slow 2-core machine (README, Results)."""
+        """The defaults above: 15-35 minutes on 2 cores, by the machine (README, Results)."""
         return cls(preset="quick")
 
     @classmethod

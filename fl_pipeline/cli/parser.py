@@ -259,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="measure quality, speed, size and communication")
     size = bench.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true",
-                      help="about 35 minutes on a slow 2-core machine (default)")
+                      help="15-35 minutes on 2 cores (default)")
     size.add_argument("--full", action="store_true", help="larger populations and more rounds")
     bench.add_argument("--out", type=Path, default=BENCH_DIR,
                        help="output directory (default: %(default)s)")
