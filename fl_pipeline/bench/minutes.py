@@ -6,8 +6,8 @@ The demo's budget is minutes of training on 2 cores (issue 14 §3), so this is t
 that says what the budget buys, on one prepared store (`fedkb data prepare`):
 
 - federated: FedKB's real TFF training process (`fl_pipeline.training.learning_process`,
-  the `TrainConfig` defaults), round after round in FedKB's execution context, from the
-  seeded random model;
+  `make demo`'s settings: 5 phones a round, at most 16 windows each in batches of 8), round
+  after round in FedKB's execution context, from the seeded random model;
 - centralized: the same model and seed on the pooled text of the same training clients
   (Adam, the same batch size; `models.train_step`, as `fedkb eval`'s centralized model);
 - n-gram: the Kneser-Ney trigram on the pooled text, counted once (its x is its counting time).
@@ -30,9 +30,10 @@ import asyncio
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from fl_pipeline.cli.demo import CHITCHAT_TRAINING
 from fl_pipeline.config import TrainConfig
 from models.config import ModelConfig
 
@@ -49,7 +50,7 @@ class MinutesConfig:
     points: int = 6  # scored at minutes * i / points, i = 1..points
     users: int = 30  # held-out users typed (a seeded sample) ...
     messages_per_user: int = 20  # ... each with this many of their future messages at most
-    train: TrainConfig = field(default_factory=TrainConfig)
+    train: TrainConfig = CHITCHAT_TRAINING  # the federated process: make demo's
     centralized_lr: float = 2e-3  # Adam, as fedkb eval's centralized model
 
     def __post_init__(self):

@@ -326,8 +326,8 @@ def write_report(bench: dict, out: Path) -> Path:
         f"(batch {train['batch_size']}, {train['local_epochs']} local epoch, at most "
         f"{train['max_examples_per_client']} examples per client, FedAdam server), held-out "
         f"evaluation every {train['eval_every']} rounds; {reused_line(bench)}. Every timing is "
-        "the median of its repetitions (range = min – max); ratios are of figures measured in this run. "
-        "All numbers come from `bench.json`; none is typed in by hand.",
+        "the median of its repetitions (range = min – max); ratios are of figures measured in "
+        "this run. All numbers come from `bench.json`; none is typed in by hand.",
         "",
     ]
     for section, title in SECTIONS:
