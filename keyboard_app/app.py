@@ -84,14 +84,24 @@ class MessageBubble(Label):
 
 
 class KeyRow(BoxLayout):
-    """A row of keys, rebuilt when the layer changes its keys."""
+    """A row of keys, rebuilt when the layer changes its keys.
+
+    Each key's button is made once and kept: a dropped button's keyboard.kv rules stay bound
+    to the app's properties, and once the button was garbage-collected the next change of
+    those properties raised ReferenceError (a weakly-referenced object) and closed the app."""
 
     keys = ListProperty()
+
+    def __init__(self, **kwargs):
+        self._buttons: dict[str, KeyButton] = {}
+        super().__init__(**kwargs)
 
     def on_keys(self, _row, keys) -> None:
         self.clear_widgets()
         for key in keys:
-            self.add_widget(KeyButton(key=key))
+            if key not in self._buttons:
+                self._buttons[key] = KeyButton(key=key)
+            self.add_widget(self._buttons[key])
 
 
 class Conversation(BoxLayout):
